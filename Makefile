@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: all demo test test-unit test-static test-e2e bench lint lock schema clean
+
+all: test
+
+$(STAMP): pyproject.toml setup/requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c setup/requirements.lock 'setuptools>=77'
+	$(BIN)/python -m pip install --quiet -c setup/requirements.lock -e '.[dev]'
+	@command -v git >/dev/null || (apt-get update && apt-get install -y git)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m tests.e2e.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-static: $(STAMP)
+	$(BIN)/python -m pytest -q tests/static
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests/e2e
+
+bench: $(STAMP)
+	mkdir -p bench-results
+	$(BIN)/python tests/benchmarks/bench_validate.py --rows 1000000 --out bench-results/validate.json
+	$(BIN)/python tests/benchmarks/bench_pr_gate.py --out bench-results/pr_gate.json
+
+schema: $(STAMP)
+	$(BIN)/mlgate schema --output schema/mlgate.schema.json
+
+# Regenerate the root action's lock from a fresh venv with every extra.
+lock:
+	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
+	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[lint,data]'
+	( echo "# Pins for the root action's private venv (all extras). Regenerate: make lock"; \
+	  build/lockvenv/bin/pip freeze --exclude-editable | grep -v '^mlgate' ) > setup/requirements.lock
+
+clean:
+	rm -rf $(VENV) build .work bench-results

@@ -1,0 +1,3 @@
+"""Fraud detection: the running example model project of mlgate."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""The `mlgate` command: one subcommand per gate, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+from mlgate import __version__, gha
+from mlgate.errors import MlgateError
+
+# subcommand -> module under mlgate.commands; imported lazily so `mlgate lint` never loads pandas.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "schema": ("schema", "print the JSON Schema of mlgate.yaml"),
+    "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
+    "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
+}
+
+
+def env_default(name: str, fallback: str | None = None) -> str | None:
+    """An action input passed as MLGATE_INPUT_<NAME>; empty means not given."""
+    value = os.environ.get(f"MLGATE_INPUT_{name.upper().replace('-', '_')}", "")
+    return value if value != "" else fallback
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    parser = argparse.ArgumentParser(prog="mlgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mlgate {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = import_module(f"mlgate.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        runners[name] = module.run
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return runners[args.command](args)
+    except MlgateError as exc:
+        gha.annotation("error", exc.message, file=exc.file, line=exc.line, title=f"mlgate {args.command}")
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per subcommand: parse arguments, call the core function, render through gha."""

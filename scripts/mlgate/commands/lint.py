@@ -1,0 +1,79 @@
+"""`mlgate lint`: run the lint gate and report each finding as an annotation and a summary table."""
+
+from __future__ import annotations
+
+import argparse
+from mlgate import gha
+from mlgate.cli import env_default
+from mlgate.config import load_config
+from mlgate.errors import GateFailed
+from mlgate.lint import LintReport, run_lint
+
+SUMMARY_ROWS = 50
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+    parser.add_argument(
+        "--paths",
+        default=env_default("paths"),
+        help="space- or comma-separated paths to lint (default: lint.paths in mlgate.yaml)",
+    )
+    strict = parser.add_mutually_exclusive_group()
+    strict.add_argument("--strict", dest="strict", action="store_true", default=_flag(env_default("strict")))
+    strict.add_argument("--no-strict", dest="strict", action="store_false")
+
+
+def render(report: LintReport) -> str:
+    counts = {run.tool: len(run.findings) for run in report.runs}
+    head = "✅ lint passed" if report.passed else f"❌ lint failed: {len(report.findings)} finding(s)"
+    lines = [f"### mlgate lint: {head}", ""]
+    lines.append(gha.md_table(["tool", "findings"], [[tool, str(n)] for tool, n in counts.items()]))
+    if report.findings:
+        rows = [
+            [f.tool, f"`{f.file}:{f.line}:{f.column}`", f.code, f.message]
+            for f in report.findings[:SUMMARY_ROWS]
+        ]
+        lines += ["", gha.md_table(["tool", "where", "code", "message"], rows)]
+        if len(report.findings) > SUMMARY_ROWS:
+            lines.append(f"\n…and {len(report.findings) - SUMMARY_ROWS} more, see the annotations.")
+        lines.append("\nFix locally: `ruff check --fix`, `ruff format`, then `mypy`; or run `mlgate lint`.")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    settings = loaded.model.lint
+    paths = args.paths.replace(",", " ").split() if args.paths else settings.paths
+    strict = settings.strict if args.strict is None else args.strict
+    with gha.group("ruff check, ruff format --check, mypy"):
+        report = run_lint(
+            loaded.root,
+            paths,
+            ruff=settings.ruff,
+            format_check=settings.format,
+            mypy=settings.mypy,
+            strict=strict,
+        )
+    for finding in report.findings:
+        gha.annotation(
+            "error",
+            f"{finding.code}: {finding.message}" if finding.code else finding.message,
+            file=str(loaded.root / finding.file),
+            line=finding.line,
+            col=finding.column,
+            title=finding.tool,
+        )
+    gha.add_summary(render(report))
+    gha.set_output("passed", "true" if report.passed else "false")
+    gha.set_output("findings", str(len(report.findings)))
+    if not report.passed:
+        by_tool = ", ".join(f"{run.tool}: {len(run.findings)}" for run in report.runs if run.findings)
+        raise GateFailed(f"lint failed ({by_tool})", hint="run `mlgate lint` locally; ruff can fix most of it")
+    return 0

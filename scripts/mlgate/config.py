@@ -1,0 +1,275 @@
+"""The typed model of `mlgate.yaml`, its loader, and where each key sits in the file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlgate.errors import ConfigError
+
+DEFAULT_CONFIG = "mlgate.yaml"
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo must not silently switch a check off.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LintConfig(_Model):
+    """The lint gate: ruff check, ruff format --check and mypy over the model project."""
+
+    paths: list[str] = Field(default_factory=lambda: ["."], description="Files and folders to lint.")
+    ruff: bool = Field(True, description="Run `ruff check`.")
+    format: bool = Field(True, description="Run `ruff format --check`.")
+    mypy: bool = Field(True, description="Run mypy.")
+    strict: bool = Field(False, description="Run mypy with --strict.")
+
+
+class DataSource(_Model):
+    """A data file the gates read. CSV (any delimiter) or Parquet, by extension or `format`."""
+
+    path: str = Field(description="Path relative to the project root.")
+    format: Literal["csv", "parquet"] | None = Field(None, description="Default: from the extension.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
+
+
+ColumnType = Literal["int", "float", "str", "bool", "datetime"]
+
+
+class ColumnExpectation(_Model):
+    """Expectations on one column, each run as a Great Expectations expectation."""
+
+    type: ColumnType | None = Field(None, description="Logical type: int, float, str, bool or datetime.")
+    not_null: bool = Field(True, description="Values must not be null (at least `mostly` of them).")
+    min: float | None = Field(None, description="Smallest allowed value (inclusive).")
+    max: float | None = Field(None, description="Largest allowed value (inclusive).")
+    allowed: list[str | int | float | bool] | None = Field(None, description="The allowed values.")
+    unique: bool = Field(False, description="Values must be unique.")
+    mostly: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of rows that must pass not_null, range and allowed."
+    )
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ColumnExpectation:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class RowCount(_Model):
+    min: int = Field(1, ge=0)
+    max: int | None = Field(None, ge=0)
+
+
+class Expectations(_Model):
+    """The Great Expectations suite, declared rather than written in Python."""
+
+    row_count: RowCount = Field(default_factory=RowCount)
+    exact_columns: bool = Field(
+        False, description="The file must have exactly the declared columns (no extra ones)."
+    )
+    columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+
+
+class PsiThresholds(_Model):
+    warn: float = Field(0.1, ge=0.0, description="PSI at or above this is reported as a warning.")
+    fail: float = Field(0.25, ge=0.0, description="PSI at or above this fails the gate.")
+    bins: int = Field(10, ge=2, le=100, description="Quantile bins of the reference, numeric features.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PsiThresholds:
+        if self.warn > self.fail:
+            raise ValueError(f"warn ({self.warn}) must not exceed fail ({self.fail})")
+        return self
+
+
+class TestThreshold(_Model):
+    pvalue: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level.")
+    min_effect: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Smallest effect that counts as drift (KS statistic; Cramer's V for chi-square): "
+            "on large samples a tiny, harmless shift is still significant."
+        ),
+    )
+
+
+class DriftConfig(_Model):
+    """Drift of each feature of `current` against `reference`."""
+
+    reference: str = Field(description="Name of the reference source.")
+    current: str = Field(description="Name of the source compared with the reference.")
+    features: list[str] | None = Field(None, description="Default: every column both share.")
+    exclude: list[str] = Field(default_factory=list, description="Columns never compared (ids, labels).")
+    psi: PsiThresholds = Field(default_factory=PsiThresholds)
+    ks: TestThreshold = Field(default_factory=TestThreshold)
+    chi2: TestThreshold = Field(default_factory=TestThreshold)
+
+
+class LeakageConfig(_Model):
+    """Rows of one source must not appear in another, by a key column."""
+
+    key: str
+    between: tuple[str, str] = Field(description="Two source names, e.g. [train, test].")
+
+
+class DataConfig(_Model):
+    dvc: bool = Field(False, description="Run `dvc pull` for the sources before validating.")
+    sources: dict[str, DataSource] = Field(default_factory=dict)
+    validate_sources: list[str] = Field(
+        default_factory=list,
+        alias="validate",
+        description="Sources the expectation suite runs on. Default: every source.",
+    )
+    expectations: Expectations = Field(default_factory=Expectations)
+    drift: DriftConfig | None = None
+    leakage: LeakageConfig | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _names_known(self) -> DataConfig:
+        known = set(self.sources)
+        named: list[tuple[str, str]] = [(f"validate[{i}]", n) for i, n in enumerate(self.validate_sources)]
+        if self.drift:
+            named += [("drift.reference", self.drift.reference), ("drift.current", self.drift.current)]
+        if self.leakage:
+            named += [(f"leakage.between[{i}]", n) for i, n in enumerate(self.leakage.between)]
+        for where, name in named:
+            if name not in known:
+                raise ValueError(
+                    f"{where} names source {name!r}, which is not declared under data.sources "
+                    f"(declared: {', '.join(sorted(known)) or 'none'})"
+                )
+        return self
+
+
+class MlgateConfig(_Model):
+    """The whole `mlgate.yaml`."""
+
+    version: Literal[1] = Field(1, description="Schema version of this file.")
+    project: str = Field(description="The model project's name.")
+    lint: LintConfig = Field(default_factory=LintConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config, the file it came from, and the line of each key in it."""
+
+    model: MlgateConfig
+    path: Path
+    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The project root: relative paths in the config are relative to it."""
+        return self.path.parent
+
+    def line_of(self, *keys: str | int) -> int | None:
+        """The line declaring `keys`, or of the nearest enclosing key that has one."""
+        probe = tuple(keys)
+        while probe:
+            if probe in self.lines:
+                return self.lines[probe]
+            probe = probe[:-1]
+        return None
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _key_lines(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = (*prefix, index)
+            out[key] = item.start_mark.line + 1
+            _key_lines(item, key, out)
+
+
+def _format_location(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:
+    """Read and validate `mlgate.yaml`; every problem is a ConfigError naming file, key and fix."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path}: config file not found",
+            hint="create mlgate.yaml at the project root or pass its path with --config",
+            file=str(config_path),
+        )
+    text = config_path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"{config_path}:{line or '?'}: not valid YAML: {getattr(exc, 'problem', exc)}",
+            hint="fix the YAML syntax at that line",
+            file=str(config_path),
+            line=line,
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{config_path}: expected a mapping of keys at the top level, got {type(raw).__name__}",
+            hint="start the file with `version: 1` and `project: <name>`",
+            file=str(config_path),
+            line=1,
+        )
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _key_lines(node, (), lines)
+    try:
+        model = MlgateConfig.model_validate(raw)
+    except ValidationError as exc:
+        loaded = LoadedConfig(model=MlgateConfig.model_construct(), path=config_path, lines=lines)
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        # pydantic reports the alias (`validate`) for aliased fields; lines use the YAML key.
+        line = loaded.line_of(*loc)
+        key = _format_location(loc)
+        problems = [f"{_format_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        hint = _hint_for(first)
+        raise ConfigError(
+            f"{config_path}:{line or 1}: invalid key {key}: {first['msg']}"
+            + (f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if len(problems) > 1 else ""),
+            hint=hint,
+            file=str(config_path),
+            line=line or 1,
+        ) from None
+    return LoadedConfig(model=model, path=config_path, lines=lines)
+
+
+def _hint_for(error: Any) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "remove or rename the key; `mlgate schema` prints every allowed key"
+    if kind == "literal_error":
+        return f"use one of the allowed values: {error.get('ctx', {}).get('expected', '')}"
+    if kind == "missing":
+        return "add the required key; `mlgate schema` shows what it holds"
+    return "correct the value; `mlgate schema` describes each key's type and range"
+
+
+def json_schema() -> str:
+    """The JSON Schema of mlgate.yaml, for editors (yaml-language-server) and `mlgate schema`."""
+    schema = MlgateConfig.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlgate.yaml"
+    return json.dumps(schema, indent=2, sort_keys=True)

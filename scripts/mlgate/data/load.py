@@ -1,0 +1,178 @@
+"""Read the data sources of mlgate.yaml into pandas frames, turning every bad file into an InputError."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlgate.config import DataSource, LoadedConfig
+from mlgate.errors import InputError, ToolError
+
+_CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+_PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
+# Delimiters we recognise in a header that parsed into a single column.
+_LIKELY_DELIMITERS = {";": ";", "\t": "\\t", "|": "|", ",": ","}
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    """One source read into memory, with where it came from."""
+
+    name: str
+    path: Path
+    format: str
+    frame: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The config line an error about a source points at."""
+
+    file: str
+    line: int | None
+
+
+def source_format(source: DataSource, path: Path) -> str:
+    """`csv` or `parquet`: the configured format, else the file's extension."""
+    if source.format:
+        return source.format
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in _CSV_SUFFIXES:
+        return "csv"
+    raise InputError(
+        f"{path}: cannot tell the format from the extension {suffix or '(none)'!r}",
+        hint="set data.sources.<name>.format to csv or parquet",
+    )
+
+
+def load_source(config: LoadedConfig, name: str, *, datetime_columns: list[str] | None = None) -> LoadedSource:
+    """Read source `name`; `datetime_columns` are parsed from text when the file is CSV."""
+    sources = config.model.data.sources
+    if name not in sources:
+        raise InputError(
+            f"unknown data source {name!r} (declared: {', '.join(sorted(sources)) or 'none'})",
+            hint="name a source declared under data.sources",
+            file=str(config.path),
+            line=config.line_of("data", "sources"),
+        )
+    source = sources[name]
+    path = config.root / source.path
+    where = _Where(str(config.path), config.line_of("data", "sources", name, "path"))
+    if not path.is_file():
+        raise InputError(
+            f"data source {name!r}: file {path} does not exist",
+            hint=(
+                f"check data.sources.{name}.path (relative to {config.root}); "
+                "if the data is versioned with DVC, set data.dvc: true or run `dvc pull`"
+            ),
+            file=where.file,
+            line=where.line,
+        )
+    if path.stat().st_size == 0:
+        raise InputError(
+            f"data source {name!r}: file {path} is empty (0 bytes)",
+            hint="regenerate or re-download the file; an empty file usually means a failed export",
+            file=where.file,
+            line=where.line,
+        )
+    fmt = source_format(source, path)
+    frame = _read_parquet(name, path, where) if fmt == "parquet" else _read_csv(name, path, source, where)
+    if len(frame) == 0:
+        raise InputError(
+            f"data source {name!r}: file {path} has no rows"
+            + (" (a header only)" if fmt == "csv" else ""),
+            hint="the file holds column names but no data; regenerate it",
+            file=where.file,
+            line=where.line,
+        )
+    if fmt == "csv":
+        for column in datetime_columns or []:
+            if column in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame[column]):
+                try:
+                    frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+                except (ValueError, TypeError):
+                    # Left as text: the type expectation then reports the column as not datetime.
+                    pass
+    return LoadedSource(name=name, path=path, format=fmt, frame=frame)
+
+
+def _read_parquet(name: str, path: Path, where: _Where) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+        raise InputError(
+            f"data source {name!r}: file {path} is not a readable Parquet file: {exc}",
+            hint="re-export the file as Parquet, or set data.sources.<name>.format: csv if it is text",
+            file=where.file,
+            line=where.line,
+        ) from None
+
+
+def _read_csv(name: str, path: Path, source: DataSource, where: _Where) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, sep=source.delimiter, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"data source {name!r}: file {path} holds no data (no header, no rows)",
+            hint="regenerate the file; it is blank",
+            file=where.file,
+            line=where.line,
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(
+            f"data source {name!r}: file {path} cannot be parsed as CSV "
+            f"with delimiter {source.delimiter!r}: {str(exc).strip()}",
+            hint=f"check the file, or set data.sources.{name}.delimiter / format",
+            file=where.file,
+            line=where.line,
+        ) from None
+    if frame.shape[1] == 1:
+        header = str(frame.columns[0])
+        for delimiter, shown in _LIKELY_DELIMITERS.items():
+            if delimiter != source.delimiter and delimiter in header:
+                raise InputError(
+                    f"data source {name!r}: file {path} parsed into one column {header[:60]!r}; "
+                    f"it looks {shown}-delimited, not {source.delimiter!r}-delimited",
+                    hint=f"set data.sources.{name}.delimiter: {shown!r} in mlgate.yaml",
+                    file=where.file,
+                    line=where.line,
+                )
+    return frame
+
+
+def dvc_pull(config: LoadedConfig, names: list[str]) -> None:
+    """Run `dvc pull` for the files of sources `names` in the project root; ToolError on failure."""
+    paths = sorted({config.model.data.sources[n].path for n in names if n in config.model.data.sources})
+    executable = shutil.which("dvc")
+    command = [executable] if executable else [sys.executable, "-m", "dvc"]
+    try:
+        completed = subprocess.run(
+            [*command, "pull", *paths], cwd=config.root, capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        raise ToolError(
+            f"cannot run dvc: {exc}",
+            hint="install dvc (pip install 'mlgate[data]') or set data.dvc: false",
+            file=str(config.path),
+            line=config.line_of("data", "dvc"),
+        ) from None
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-8:])
+        raise ToolError(
+            f"`dvc pull {' '.join(paths)}` failed (exit {completed.returncode}) in {config.root}:\n{tail}",
+            hint="check the DVC remote (`dvc remote list`) and its credentials, "
+            "or pass --no-dvc-pull when the files are already present",
+            file=str(config.path),
+            line=config.line_of("data", "dvc"),
+        )

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Sets up mlgate in a private venv for the root action. Two phases, so the cache can sit between:
+#   setup.sh key      -> outputs venv path, cache key and whether to use the cache
+#   setup.sh install  -> builds the venv from the lock file unless it is already there, then
+#                        installs mlgate itself from this action's checkout (its own ref)
+set -euo pipefail
+action_path="${GITHUB_ACTION_PATH:?run this from the root action}"
+lock="$action_path/setup/requirements.lock"
+extras="${MLGATE_SETUP_EXTRAS:-lint,data}"
+extras="${extras// /}"
+python="${MLGATE_SETUP_PYTHON:-python3}"
+out="${GITHUB_OUTPUT:-/dev/null}"
+
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "::error title=mlgate setup::python interpreter '$python' not found; add actions/setup-python before this action or set the python input"
+  exit 3
+fi
+py_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+lock_hash=$(cat "$lock" "$action_path/pyproject.toml" | sha256sum | cut -c1-16)
+extras_id=$(printf '%s' "$extras" | tr ',' '-')
+key="mlgate-venv-${RUNNER_OS:-Linux}-$(uname -m)-py${py_version}-${extras_id:-core}-${lock_hash}"
+venv="${MLGATE_VENV_ROOT:-${RUNNER_TOOL_CACHE:-$HOME/.cache}/mlgate}/${key}"
+
+case "${1:-}" in
+  key)
+    use_cache=true
+    # Release and tag builds never read a cache another ref could have written (cache poisoning).
+    if [ "${MLGATE_SETUP_CACHE:-auto}" = "false" ] || { [ "${MLGATE_SETUP_CACHE:-auto}" = "auto" ] && \
+        { [ "${GITHUB_REF_TYPE:-}" = "tag" ] || [ "${GITHUB_EVENT_NAME:-}" = "release" ]; }; }; then
+      use_cache=false
+    fi
+    { echo "venv=$venv"; echo "key=$key"; echo "use-cache=$use_cache"; } >> "$out"
+    ;;
+  install)
+    installed=false
+    if [ ! -f "$venv/.mlgate-lock" ] || [ "$(cat "$venv/.mlgate-lock")" != "$key" ]; then
+      echo "::group::mlgate: create venv $venv (extras: ${extras:-none})"
+      rm -rf "$venv"
+      "$python" -m venv "$venv"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$lock" setuptools
+      spec="$action_path"
+      [ -n "$extras" ] && spec="$action_path[$extras]"
+      # Dependencies only, pinned by the lock; mlgate itself is installed below on every run.
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$lock" "$spec"
+      echo "$key" > "$venv/.mlgate-lock"
+      installed=true
+      echo "::endgroup::"
+    fi
+    # The cached venv holds the dependencies; mlgate always comes from this action's own ref.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+      --force-reinstall "$action_path" >/dev/null
+    echo "$venv/bin" >> "${GITHUB_PATH:-/dev/null}"
+    version=$("$venv/bin/mlgate" --version | cut -d' ' -f2)
+    { echo "cli=$venv/bin/mlgate"; echo "version=$version"; echo "installed=$installed"; } >> "$out"
+    echo "mlgate $version ready at $venv/bin/mlgate"
+    ;;
+  *)
+    echo "usage: setup.sh key|install" >&2
+    exit 2
+    ;;
+esac

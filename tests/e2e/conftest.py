@@ -1,0 +1,25 @@
+"""One workbench per test session: the exported checkout and the runner's tool cache are shared."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Workbench
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+    if shutil.which("git") is None:
+        pytest.fail("git is required for the end-to-end tests (make test installs it)")
+    root: Path = tmp_path_factory.mktemp("workbench")
+    yield Workbench(root)

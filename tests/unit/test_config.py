@@ -1,0 +1,110 @@
+"""mlgate.yaml: valid files load; every kind of mistake names the file, the key, the line and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlgate.cli import main
+from mlgate.config import json_schema, load_config
+from mlgate.errors import ConfigError
+
+GOOD = """\
+version: 1
+project: demo
+data:
+  sources:
+    train: {path: data/train.csv}
+    reference: {path: data/ref.csv}
+  drift:
+    reference: reference
+    current: train
+    psi: {warn: 0.1, fail: 0.25}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mlgate.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_config_loads_with_key_lines(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, GOOD))
+    assert loaded.model.project == "demo"
+    assert loaded.model.data.drift is not None and loaded.model.data.drift.psi.fail == 0.25
+    assert loaded.line_of("data", "drift", "psi") == 10
+    assert loaded.line_of("data", "drift", "psi", "fail", "nested") == 10  # nearest enclosing key
+    assert loaded.root == tmp_path
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in info.value.message
+
+
+def test_unknown_key_names_key_line_and_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, GOOD.replace("  drift:", "  drfit:")))
+    error = info.value
+    assert "data.drfit" in error.message
+    assert error.line == 7
+    assert error.hint and "mlgate schema" in error.hint
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.drift\.psi\.fail") as info:
+        load_config(write(tmp_path, GOOD.replace("fail: 0.25", "fail: lots")))
+    assert info.value.line == 10
+
+
+def test_bad_threshold_order(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"warn \(0\.5\) must not exceed fail"):
+        load_config(write(tmp_path, GOOD.replace("warn: 0.1", "warn: 0.5")))
+
+
+def test_unknown_source_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'prod', which is not declared under data.sources"):
+        load_config(write(tmp_path, GOOD.replace("current: train", "current: prod")))
+
+
+def test_malformed_yaml_names_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(write(tmp_path, "version: 1\nproject: [unclosed\n"))
+    assert info.value.line is not None
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_wrong_literal_lists_allowed_values(tmp_path: Path) -> None:
+    text = GOOD + "  expectations:\n    columns:\n      amount: {type: decimal}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "amount.type" in info.value.message
+    assert info.value.hint and "'int'" in info.value.hint
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD.replace("project: demo", "project: demo\nlnit: {}"))
+    assert main(["lint", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "::error" in captured.out and "lnit" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    assert "hint:" in captured.err
+
+
+def test_schema_is_json_and_lists_keys() -> None:
+    schema = json.loads(json_schema())
+    assert set(schema["properties"]) >= {"version", "project", "lint", "data"}
+    assert schema["additionalProperties"] is False
+
+
+def test_published_schema_is_current() -> None:
+    published = Path(__file__).resolve().parents[2] / "schema" / "mlgate.schema.json"
+    assert json.loads(published.read_text()) == json.loads(json_schema()), "run `make schema`"

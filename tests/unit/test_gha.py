@@ -1,0 +1,108 @@
+"""gha: outputs survive multi-line values, annotations escape, the PR comment is updated in place."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlgate import gha
+
+
+def test_multiline_output_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    gha.set_output("report", "line one\nEOF\nline three")
+    text = out.read_text()
+    name, rest = text.split("<<", 1)
+    delimiter, body = rest.split("\n", 1)
+    assert name == "report"
+    assert body == f"line one\nEOF\nline three\n{delimiter}\n"
+
+
+def test_annotation_escapes_message_and_properties(capsys: pytest.CaptureFixture[str]) -> None:
+    line = gha.annotation("error", "50% bad\nsecond", file="a,b:c.py", line=3, title="t")
+    assert line == "::error file=a%2Cb%3Ac.py,line=3,title=t::50%25 bad%0Asecond"
+    assert capsys.readouterr().out.strip() == line
+
+
+def test_annotation_file_is_repo_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path))
+    line = gha.annotation("warning", "m", file=str(tmp_path / "proj" / "mlgate.yaml"), line=2)
+    assert line.startswith("::warning file=proj/mlgate.yaml,line=2::")
+
+
+def test_md_table_escapes_pipes() -> None:
+    table = gha.md_table(["a", "b"], [["x|y", "1\n2"]])
+    assert table.splitlines()[2] == "| x\\|y | 1 2 |"
+
+
+class _FakeIssues(BaseHTTPRequestHandler):
+    """GitHub's issue-comment endpoints, enough for upsert_pr_comment."""
+
+    comments: list[dict[str, object]] = []
+
+    def _reply(self, payload: object, status: int = 200) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._reply(self.comments if "page=1" in self.path else [])
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        comment = {"id": len(self.comments) + 1, "body": body["body"], "html_url": f"c/{len(self.comments) + 1}"}
+        self.comments.append(comment)
+        self._reply(comment, 201)
+
+    def do_PATCH(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        comment_id = int(self.path.rsplit("/", 1)[1])
+        for comment in self.comments:
+            if comment["id"] == comment_id:
+                comment["body"] = body["body"]
+                self._reply(comment)
+                return
+        self._reply({}, 404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, object]]]:
+    _FakeIssues.comments = [{"id": 99, "body": "someone else's comment", "html_url": "c/99"}]
+    server = HTTPServer(("127.0.0.1", 0), _FakeIssues)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 5}}))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
+    monkeypatch.setenv("GITHUB_API_URL", f"http://127.0.0.1:{server.server_port}")
+    yield _FakeIssues.comments
+    server.shutdown()
+    server.server_close()
+
+
+def test_pr_comment_created_once_then_updated_in_place(fake_api: list[dict[str, object]]) -> None:
+    gha.upsert_pr_comment("data", "first")
+    gha.upsert_pr_comment("data", "second")
+    ours = [c for c in fake_api if gha.marker("data") in str(c["body"])]
+    assert len(ours) == 1
+    assert str(ours[0]["body"]).endswith("second")
+    assert len(fake_api) == 2
+
+
+def test_pr_comment_skipped_outside_pull_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
+    assert gha.upsert_pr_comment("data", "x") is None
