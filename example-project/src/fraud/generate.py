@@ -125,7 +125,9 @@ def load_params(path: str | Path) -> Params:
         account_age_mean_days=float(pop["account_age_mean_days"]),
         country_weights=_weights(pop["country_weights"], COUNTRIES, "population.country_weights"),
         device_weights=_weights(pop["device_weights"], DEVICE_TYPES, "population.device_weights"),
-        merchant_weights=_weights(pop["merchant_weights"], MERCHANT_CATEGORIES, "population.merchant_weights"),
+        merchant_weights=_weights(
+            pop["merchant_weights"], MERCHANT_CATEGORIES, "population.merchant_weights"
+        ),
     )
     drifted = Population(
         **{
@@ -211,7 +213,7 @@ def draw_features(
     age = np.floor(rng.exponential(population.account_age_mean_days, size=n)).astype(np.int64)
     age = np.minimum(age, params.max_account_age_days)
     missing_device = rng.random(size=n) < params.device_null_rate
-    device = np.where(missing_device, None, device)
+    device[missing_device] = None
 
     start = np.datetime64(window.start, "s")
     timestamps = np.datetime_as_string(start + offset_s[order].astype("timedelta64[s]"), unit="s")
@@ -242,7 +244,10 @@ def add_labels(rng: np.random.Generator, frame: pd.DataFrame, relation: FraudRel
 def _streams(seed: int) -> dict[str, np.random.Generator]:
     # One independent stream per draw: changing the size of one draw leaves the others as they were.
     children = np.random.SeedSequence(seed).spawn(3)
-    return {name: np.random.default_rng(child) for name, child in zip(("main", "reference", "production"), children, strict=True)}
+    return {
+        name: np.random.default_rng(child)
+        for name, child in zip(("main", "reference", "production"), children, strict=True)
+    }
 
 
 def generate(params: Params) -> dict[str, pd.DataFrame]:

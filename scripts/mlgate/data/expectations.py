@@ -18,8 +18,8 @@ from mlgate.config import ColumnExpectation, Expectations
 # GX reports usage analytics by default; a CI gate must not phone home.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-import great_expectations as gx  # noqa: E402
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 Key = tuple[str | int, ...]
 _BASE: Key = ("data", "expectations")
@@ -61,6 +61,11 @@ class ExpectationOutcome:
         }
 
 
+def _gx_expectations() -> Any:
+    # GX 1.x ships these classes without re-exporting them explicitly (mypy strict rejects it).
+    return gx.expectations
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return "∞"
@@ -88,7 +93,10 @@ def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 series = series.astype(categories.dtype if not series.hasnans else "float64")
         elif isinstance(dtype, pd.DatetimeTZDtype):
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        elif dtype == object and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        elif pd.api.types.is_object_dtype(dtype) and pd.api.types.infer_dtype(series, skipna=True) in (
+            "string",
+            "empty",
+        ):
             series = series.astype("string")
         elif isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype):
             if not pd.api.types.is_bool_dtype(dtype):
@@ -96,6 +104,10 @@ def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 series = series.astype("float64" if nullable else dtype.numpy_dtype)  # type: ignore[attr-defined]
         columns[str(name)] = series
     return pd.DataFrame(columns, copy=False)
+
+
+def _all_text(series: pd.Series) -> bool:
+    return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
 
 
 def _type_list(declared: str, series: pd.Series) -> list[str]:
@@ -115,11 +127,10 @@ class _Planned:
     outcome: ExpectationOutcome  # success and observed are filled in from the GX result
 
 
-def _plan(source: str, frame: pd.DataFrame, spec: Expectations) -> tuple[list[_Planned], list[ExpectationOutcome]]:
-    """The GX expectations for one source, and outcomes decided without GX (missing columns)."""
-    E = gx.expectations
+def _plan(source: str, frame: pd.DataFrame, spec: Expectations) -> list[_Planned]:
+    """The GX expectations for one source, each with the outcome it will fill in."""
+    E = _gx_expectations()
     planned: list[_Planned] = []
-    decided: list[ExpectationOutcome] = []
 
     def add(expectation: Any, column: str | None, check: str, expected: str, key: Key) -> None:
         outcome = ExpectationOutcome(source, column, check, expected, False, "", key)
@@ -149,11 +160,11 @@ def _plan(source: str, frame: pd.DataFrame, spec: Expectations) -> tuple[list[_P
             # GX fails the existence check; the column's other checks have nothing to run on.
             continue
         _plan_column(add, column, rules, frame[column], key)
-    return planned, decided
+    return planned
 
 
 def _plan_column(add: Any, column: str, rules: ColumnExpectation, series: pd.Series, key: Key) -> None:
-    E = gx.expectations
+    E = _gx_expectations()
     mostly = rules.mostly
     suffix = f" (mostly {mostly:g})" if mostly < 1.0 else ""
     if rules.type is not None:
@@ -225,8 +236,6 @@ def _observed(check: str, result: dict[str, Any], error: str | None, dtype: str)
         if mismatched.get("missing"):
             parts.append("missing columns " + ", ".join(map(str, mismatched["missing"])))
         return "; ".join(parts) or f"columns {result.get('observed_value')}"
-    if check == "exists":
-        return "present" if not result else "column missing"
     if "unexpected_percent" in result:
         percent = float(result.get("unexpected_percent") or 0.0)
         count = int(result.get("unexpected_count") or 0)
@@ -274,7 +283,6 @@ def run_expectations(
             "mlgate",
             {
                 "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
                 "store_backend": {
                     "class_name": "TupleFilesystemStoreBackend",
                     "base_directory": str(docs_dir.resolve()),
@@ -286,7 +294,7 @@ def run_expectations(
     outcomes: list[ExpectationOutcome] = []
     for source, frame in frames.items():
         gx_frame = _gx_frame(frame)
-        planned, decided = _plan(source, gx_frame, spec)
+        planned = _plan(source, gx_frame, spec)
         batch = datasource.add_dataframe_asset(source).add_batch_definition_whole_dataframe("whole")
         suite = context.suites.add(gx.ExpectationSuite(name=f"mlgate-{source}"))
         for index, item in enumerate(planned):
@@ -306,21 +314,25 @@ def run_expectations(
                 by_index[int(meta["mlgate_index"])] = result
         for index, item in enumerate(planned):
             outcome = item.outcome
-            result = by_index.get(index)
-            if result is None:
+            found = by_index.get(index)
+            if found is None:
                 outcomes.append(_with(outcome, False, "not evaluated by Great Expectations", outcome.key))
                 continue
+            result = found
             detail = dict(result.result or {})
             error = _exception_message(result.exception_info)
             dtype = str(gx_frame[outcome.column].dtype) if outcome.column in gx_frame.columns else "?"
             if outcome.check == "type":
                 dtype = str(frame[outcome.column].dtype)
-            observed = _observed(outcome.check, detail, error, dtype)
+            if outcome.check == "exists":
+                shown = ", ".join(map(str, gx_frame.columns[:20]))
+                observed = "present" if result.success else f"column missing (columns: {shown})"
+            else:
+                observed = _observed(outcome.check, detail, error, dtype)
             key = outcome.key
             if outcome.check == "between" and not result.success and outcome.column is not None:
                 key = _between_key(outcome, detail, spec.columns.get(outcome.column))
             outcomes.append(_with(outcome, bool(result.success) and error is None, observed, key))
-        outcomes.extend(decided)
     index_html: Path | None = None
     if docs_dir is not None:
         context.build_data_docs(site_names=["mlgate"])

@@ -56,7 +56,9 @@ def source_format(source: DataSource, path: Path) -> str:
     )
 
 
-def load_source(config: LoadedConfig, name: str, *, datetime_columns: list[str] | None = None) -> LoadedSource:
+def load_source(
+    config: LoadedConfig, name: str, *, datetime_columns: list[str] | None = None
+) -> LoadedSource:
     """Read source `name`; `datetime_columns` are parsed from text when the file is CSV."""
     sources = config.model.data.sources
     if name not in sources:
@@ -90,8 +92,7 @@ def load_source(config: LoadedConfig, name: str, *, datetime_columns: list[str] 
     frame = _read_parquet(name, path, where) if fmt == "parquet" else _read_csv(name, path, source, where)
     if len(frame) == 0:
         raise InputError(
-            f"data source {name!r}: file {path} has no rows"
-            + (" (a header only)" if fmt == "csv" else ""),
+            f"data source {name!r}: file {path} has no rows" + (" (a header only)" if fmt == "csv" else ""),
             hint="the file holds column names but no data; regenerate it",
             file=where.file,
             line=where.line,

@@ -53,7 +53,7 @@ restore() {
       echo "::error::cache stand-in: failed to restore cache entry for key '$key'. Exiting as fail-on-cache-miss is set."
       exit 1
     fi
-    echo "Cache not found for input keys: $key${STANDIN_RESTORE_KEYS:+, $(echo "$STANDIN_RESTORE_KEYS" | paste -sd, -)}"
+    echo "Cache not found for input keys: $(printf '%s\n%s\n' "$key" "${STANDIN_RESTORE_KEYS:-}" | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^$/d' | paste -sd, - | sed 's/,/, /g')"
     return 0
   fi
   dir="$cache_root/$(encode "$matched")"
@@ -82,6 +82,7 @@ save() {
   while IFS= read -r line; do
     line="${line#"${line%%[![:space:]]*}"}"; line="${line%"${line##*[![:space:]]}"}"
     [ -n "$line" ] || continue
+    # shellcheck disable=SC2088  # '~/'* matches a literal ~ in the input, to expand it
     case "$line" in
       '!'*) excludes+=("--exclude=${line#!}"); continue ;;
       '~') line="$HOME" ;;

@@ -43,7 +43,7 @@ elif [ "$dest" != "$ws" ]; then
   copy_tree "$ws" "$dest" "${STANDIN_PATH%/}"
   echo "checkout stand-in: copied the workspace into $dest"
 else
-  echo "checkout stand-in: workspace $ws already holds the repository ($(ls -A "$ws" | wc -l) entries)"
+  echo "checkout stand-in: workspace $ws already holds the repository ($(find "$ws" -mindepth 1 -maxdepth 1 | wc -l) entries)"
 fi
 
 commit="$(git -C "$dest" rev-parse HEAD 2>/dev/null || echo "${GITHUB_SHA:-}")"

@@ -11,6 +11,7 @@ esac
 cd "${GITHUB_WORKSPACE:-$PWD}"
 
 trim() { local s="$1"; s="${s#"${s%%[![:space:]]*}"}"; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
+# shellcheck disable=SC2088  # matches a literal ~ in the input, to expand it
 expand_home() { case "$1" in '~') printf '%s' "$HOME" ;; '~/'*) printf '%s' "$HOME/${1#\~/}" ;; *) printf '%s' "$1" ;; esac; }
 
 # Search path of a pattern: its leading components without glob characters (as @actions/glob).

@@ -1,0 +1,143 @@
+"""Drift of each feature between a reference and a current sample: PSI plus a KS or chi-square test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mlgate.config import DriftConfig
+
+Status = Literal["ok", "warn", "fail"]
+Kind = Literal["numeric", "categorical"]
+# Share given to a bin that one sample leaves empty, so PSI stays finite (the usual convention).
+EPSILON = 1e-4
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature compared: PSI, the statistical test, its effect size, and the verdict."""
+
+    feature: str
+    kind: Kind
+    psi: float
+    test: Literal["ks", "chi2"]
+    statistic: float
+    pvalue: float
+    effect: float  # KS statistic, or Cramer's V for chi-square
+    status: Status
+    key: tuple[str | int, ...]  # the mlgate.yaml key to annotate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "kind": self.kind,
+            "psi": self.psi,
+            "test": self.test,
+            "statistic": self.statistic,
+            "pvalue": self.pvalue,
+            "effect": self.effect,
+            "status": self.status,
+            "key": list(self.key),
+        }
+
+
+def _psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI of two count vectors over the same bins."""
+    ref = np.maximum(reference / max(reference.sum(), 1), EPSILON)
+    cur = np.maximum(current / max(current.sum(), 1), EPSILON)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    dtype = series.dtype
+    return bool(
+        (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+        or pd.api.types.is_datetime64_any_dtype(dtype)
+    )
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        values = series.to_numpy(dtype="datetime64[ns]").astype("int64").astype("float64")
+        values[series.isna().to_numpy()] = np.nan
+        return values
+    return series.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def numeric_drift(reference: pd.Series, current: pd.Series, bins: int) -> tuple[float, float, float]:
+    """(PSI over quantile bins of the reference, KS statistic, KS p-value); nulls are their own bin."""
+    ref_all, cur_all = _as_float(reference), _as_float(current)
+    ref_null, cur_null = np.isnan(ref_all), np.isnan(cur_all)
+    ref, cur = ref_all[~ref_null], cur_all[~cur_null]
+    if ref.size == 0 or cur.size == 0:
+        psi = _psi(np.array([ref_null.sum(), ref.size]), np.array([cur_null.sum(), cur.size]))
+        return psi, 0.0, 1.0
+    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1))[1:-1])
+    # side="right": a value equal to an edge goes to the upper bin, as quantile bins are [a, b).
+    ref_counts = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1)
+    cur_counts = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1)
+    if ref_null.any() or cur_null.any():
+        ref_counts = np.append(ref_counts, ref_null.sum())
+        cur_counts = np.append(cur_counts, cur_null.sum())
+    result = stats.ks_2samp(ref, cur, method="asymp")
+    return _psi(ref_counts, cur_counts), float(result.statistic), float(result.pvalue)
+
+
+def _category_counts(series: pd.Series) -> pd.Series:
+    # Text keys so 1 and "1" (a column read as int in one file and str in the other) meet.
+    counts = series.value_counts(dropna=False)
+    counts.index = ["<null>" if pd.isna(v) else str(v) for v in counts.index]
+    return counts.groupby(level=0).sum()
+
+
+def categorical_drift(reference: pd.Series, current: pd.Series) -> tuple[float, float, float, float]:
+    """(PSI over categories, chi-square statistic, p-value, Cramer's V); unseen categories count."""
+    table = pd.concat([_category_counts(reference), _category_counts(current)], axis=1).fillna(0)
+    counts = table.to_numpy(dtype="float64").T  # 2 x categories
+    psi = _psi(counts[0], counts[1])
+    if counts.shape[1] < 2:
+        return psi, 0.0, 1.0, 0.0
+    statistic, pvalue, _, _ = stats.chi2_contingency(counts, correction=False)
+    cramers_v = float(np.sqrt(statistic / counts.sum()))  # min(rows, cols) - 1 == 1 for two samples
+    return psi, float(statistic), float(pvalue), cramers_v
+
+
+def _status(psi: float, pvalue: float, effect: float, config: DriftConfig, test: str) -> Status:
+    threshold = config.ks if test == "ks" else config.chi2
+    if psi >= config.psi.fail or (pvalue < threshold.pvalue and effect >= threshold.min_effect):
+        return "fail"
+    if psi >= config.psi.warn:
+        return "warn"
+    return "ok"
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> list[FeatureDrift]:
+    """Every feature of `config` (default: the columns both share, minus `exclude`) compared."""
+    features: list[tuple[str, tuple[str | int, ...]]]
+    if config.features is not None:
+        features = [(name, ("data", "drift", "features", i)) for i, name in enumerate(config.features)]
+    else:
+        shared = [str(c) for c in reference.columns if c in current.columns]
+        features = [(name, ("data", "drift")) for name in shared]
+    results: list[FeatureDrift] = []
+    for name, key in features:
+        if name in config.exclude:
+            continue
+        ref, cur = reference[name], current[name]
+        if _is_numeric(ref) and _is_numeric(cur):
+            psi, statistic, pvalue = numeric_drift(ref, cur, config.psi.bins)
+            status = _status(psi, pvalue, statistic, config, "ks")
+            results.append(
+                FeatureDrift(name, "numeric", psi, "ks", statistic, pvalue, statistic, status, key)
+            )
+        else:
+            psi, statistic, pvalue, effect = categorical_drift(ref, cur)
+            status = _status(psi, pvalue, effect, config, "chi2")
+            results.append(
+                FeatureDrift(name, "categorical", psi, "chi2", statistic, pvalue, effect, status, key)
+            )
+    return results
