@@ -50,9 +50,7 @@ class ColumnExpectation(_Model):
     max: float | None = Field(None, description="Largest allowed value (inclusive).")
     allowed: list[str | int | float | bool] | None = Field(None, description="The allowed values.")
     unique: bool = Field(False, description="Values must be unique.")
-    mostly: float = Field(
-        1.0, gt=0.0, le=1.0, description="Share of rows that must pass not_null, range and allowed."
-    )
+    mostly: float = Field(1.0, gt=0.0, le=1.0, description="Share of rows that must pass not_null, range and allowed.")
 
     @model_validator(mode="after")
     def _range_ordered(self) -> ColumnExpectation:
@@ -69,10 +67,8 @@ class RowCount(_Model):
 class Expectations(_Model):
     """The Great Expectations suite, declared rather than written in Python."""
 
-    row_count: RowCount = Field(default_factory=RowCount)
-    exact_columns: bool = Field(
-        False, description="The file must have exactly the declared columns (no extra ones)."
-    )
+    row_count: RowCount = Field(default_factory=lambda: RowCount())
+    exact_columns: bool = Field(False, description="The file must have exactly the declared columns (no extra ones).")
     columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
 
 
@@ -108,9 +104,9 @@ class DriftConfig(_Model):
     current: str = Field(description="Name of the source compared with the reference.")
     features: list[str] | None = Field(None, description="Default: every column both share.")
     exclude: list[str] = Field(default_factory=list, description="Columns never compared (ids, labels).")
-    psi: PsiThresholds = Field(default_factory=PsiThresholds)
-    ks: TestThreshold = Field(default_factory=TestThreshold)
-    chi2: TestThreshold = Field(default_factory=TestThreshold)
+    psi: PsiThresholds = Field(default_factory=lambda: PsiThresholds())
+    ks: TestThreshold = Field(default_factory=lambda: TestThreshold())
+    chi2: TestThreshold = Field(default_factory=lambda: TestThreshold())
 
 
 class LeakageConfig(_Model):
@@ -128,7 +124,7 @@ class DataConfig(_Model):
         alias="validate",
         description="Sources the expectation suite runs on. Default: every source.",
     )
-    expectations: Expectations = Field(default_factory=Expectations)
+    expectations: Expectations = Field(default_factory=lambda: Expectations())
     drift: DriftConfig | None = None
     leakage: LeakageConfig | None = None
 
@@ -156,8 +152,8 @@ class MlgateConfig(_Model):
 
     version: Literal[1] = Field(1, description="Schema version of this file.")
     project: str = Field(description="The model project's name.")
-    lint: LintConfig = Field(default_factory=LintConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    lint: LintConfig = Field(default_factory=lambda: LintConfig())
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
 
 
 @dataclass
@@ -238,7 +234,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:
     try:
         model = MlgateConfig.model_validate(raw)
     except ValidationError as exc:
-        loaded = LoadedConfig(model=MlgateConfig.model_construct(), path=config_path, lines=lines)
+        loaded = LoadedConfig(model=MlgateConfig.model_construct(project=""), path=config_path, lines=lines)
         first = exc.errors()[0]
         loc = tuple(first["loc"])
         # pydantic reports the alias (`validate`) for aliased fields; lines use the YAML key.

@@ -16,10 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.harness import ActResult, Workbench  # noqa: E402
+from tests.e2e.harness import ActResult, Workbench
 
 # act prints e.g. "[ML pull request/ml-ci/lint] ✅  Success - Main mlgate lint [12.3s]"
-STEP = re.compile(r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<secs>[\d.]+)(?P<unit>m?s)\]")
+STEP = re.compile(
+    r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<secs>[\d.]+)(?P<unit>m?s)\]"
+)
 
 
 def stages(result: ActResult) -> dict[str, float]:
@@ -50,7 +52,7 @@ def main() -> int:
                 raise SystemExit(f"{label} run of the PR gate failed")
             runs[label] = {"total_s": round(result.seconds, 2), "stages_s": stages(result)}
     names = sorted(set(runs["cold"]["stages_s"]) | set(runs["warm"]["stages_s"]))
-    width = max(len(n) for n in names + ["stage"])
+    width = max(len(n) for n in [*names, "stage"])
     print(f"{'stage':<{width}}  {'cold s':>8}  {'warm s':>8}")
     for name in names:
         cold = runs["cold"]["stages_s"].get(name, float("nan"))

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
 from mlgate import RELEASE_REF, REPOSITORY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +181,13 @@ class Workbench:
         env = dict(self.env)
         started = time.perf_counter()
         done = subprocess.run(
-            command, cwd=project.path, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=1500, check=False
+            command,
+            cwd=project.path,
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=1500,
+            check=False,
         )
         return ActResult(done.returncode, done.stdout + done.stderr, time.perf_counter() - started, artifacts)

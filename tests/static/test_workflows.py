@@ -141,9 +141,7 @@ def uses_values(document: dict[str, Any]) -> list[str]:
     return values
 
 
-USES_LINE = re.compile(
-    r"""^\s*(?:-\s+)?uses:\s*["']?(?P<ref>[^\s"'#]+)["']?\s*(?:#\s*(?P<comment>.*?))?\s*$"""
-)
+USES_LINE = re.compile(r"""^\s*(?:-\s+)?uses:\s*["']?(?P<ref>[^\s"'#]+)["']?\s*(?:#\s*(?P<comment>.*?))?\s*$""")
 
 
 @dataclass(frozen=True)
@@ -213,9 +211,7 @@ def tool(name: str) -> str:
     return found
 
 
-def run_tool(
-    command: list[str], cwd: Path = REPO_ROOT, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
+def run_tool(command: list[str], cwd: Path = REPO_ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command,
         cwd=cwd,
@@ -321,9 +317,7 @@ def unpinned_uses(path: Path) -> list[str]:
         elif item.version != pin.sha:
             problems.append(f"{where}: sha differs from the pinned {pin.version}; write `{expected}`")
         elif item.comment != pin.version:
-            problems.append(
-                f"{where}: comment is `# {item.comment}`, the pin is {pin.version}; write `{expected}`"
-            )
+            problems.append(f"{where}: comment is `# {item.comment}`, the pin is {pin.version}; write `{expected}`")
     return problems
 
 
@@ -464,9 +458,7 @@ def self_reference_target(item: UsesLine, root: Path = REPO_ROOT) -> Path:
     return root / sub_path / "action.yml"
 
 
-def wrong_self_references(
-    path: Path, root: Path = REPO_ROOT, release_ref: str = mlgate.RELEASE_REF
-) -> list[str]:
+def wrong_self_references(path: Path, root: Path = REPO_ROOT, release_ref: str = mlgate.RELEASE_REF) -> list[str]:
     problems = []
     for item in uses_lines(path):
         if not item.is_self:
@@ -521,17 +513,13 @@ def wrong_self_reference_arguments(path: Path, root: Path = REPO_ROOT) -> list[s
         for name, spec in sorted(inputs.items()):
             spec = spec or {}
             if spec.get("required") and "default" not in spec and name not in given:
-                problems.append(
-                    f"{_rel(path)}: {where}: required input `{name}` of {_rel(target)} is not given"
-                )
+                problems.append(f"{_rel(path)}: {where}: required input `{name}` of {_rel(target)} is not given")
         if is_workflow(declared):
             secrets = _declared(declared, "secrets")
             passed = caller.get("secrets") or {}
             if isinstance(passed, dict):
                 for name in sorted(set(passed) - set(secrets)):
-                    problems.append(
-                        f"{_rel(path)}: {where}: secret `{name}` is not declared by {_rel(target)}"
-                    )
+                    problems.append(f"{_rel(path)}: {where}: secret `{name}` is not declared by {_rel(target)}")
                 for name, spec in sorted(secrets.items()):
                     if (spec or {}).get("required") and name not in passed:
                         problems.append(

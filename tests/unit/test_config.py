@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from mlgate.cli import main
 from mlgate.config import json_schema, load_config
 from mlgate.errors import ConfigError
@@ -67,7 +66,7 @@ def test_bad_threshold_order(tmp_path: Path) -> None:
 
 
 def test_unknown_source_name(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'prod', which is not declared under data.sources"):
+    with pytest.raises(ConfigError, match=r"'prod', which is not declared under data\.sources"):
         load_config(write(tmp_path, GOOD.replace("current: train", "current: prod")))
 
 

@@ -16,9 +16,7 @@ from mlgate.errors import InputError
 N = 50_000
 
 
-def _sample(
-    seed: int, *, shift: float = 0.0, colors: tuple[str, ...] = ("red", "green", "blue")
-) -> pd.DataFrame:
+def _sample(seed: int, *, shift: float = 0.0, colors: tuple[str, ...] = ("red", "green", "blue")) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
@@ -60,9 +58,7 @@ def test_new_category_fails() -> None:
 
 def test_small_shift_warns_only() -> None:
     current = _sample(2, shift=0.1)
-    drift = _by_feature(_sample(1), current, psi={"warn": 0.005, "fail": 0.5}, ks={"min_effect": 0.5})[
-        "amount"
-    ]
+    drift = _by_feature(_sample(1), current, psi={"warn": 0.005, "fail": 0.5}, ks={"min_effect": 0.5})["amount"]
     assert drift.status == "warn"  # type: ignore[attr-defined]
 
 

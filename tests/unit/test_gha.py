@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-
 from mlgate import gha
 
 
@@ -44,7 +44,7 @@ def test_md_table_escapes_pipes() -> None:
 class _FakeIssues(BaseHTTPRequestHandler):
     """GitHub's issue-comment endpoints, enough for upsert_pr_comment."""
 
-    comments: list[dict[str, object]] = []
+    comments: ClassVar[list[dict[str, object]]] = []
 
     def _reply(self, payload: object, status: int = 200) -> None:
         body = json.dumps(payload).encode()
@@ -59,7 +59,11 @@ class _FakeIssues(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        comment = {"id": len(self.comments) + 1, "body": body["body"], "html_url": f"c/{len(self.comments) + 1}"}
+        comment = {
+            "id": len(self.comments) + 1,
+            "body": body["body"],
+            "html_url": f"c/{len(self.comments) + 1}",
+        }
         self.comments.append(comment)
         self._reply(comment, 201)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from mlgate.cli import main
 from mlgate.errors import InputError
 from mlgate.lint import run_lint

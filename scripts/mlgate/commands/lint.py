@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from mlgate import gha
 from mlgate.cli import env_default
 from mlgate.config import load_config
@@ -36,10 +37,7 @@ def render(report: LintReport) -> str:
     lines = [f"### mlgate lint: {head}", ""]
     lines.append(gha.md_table(["tool", "findings"], [[tool, str(n)] for tool, n in counts.items()]))
     if report.findings:
-        rows = [
-            [f.tool, f"`{f.file}:{f.line}:{f.column}`", f.code, f.message]
-            for f in report.findings[:SUMMARY_ROWS]
-        ]
+        rows = [[f.tool, f"`{f.file}:{f.line}:{f.column}`", f.code, f.message] for f in report.findings[:SUMMARY_ROWS]]
         lines += ["", gha.md_table(["tool", "where", "code", "message"], rows)]
         if len(report.findings) > SUMMARY_ROWS:
             lines.append(f"\n…and {len(report.findings) - SUMMARY_ROWS} more, see the annotations.")

@@ -60,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
             dvc_pull(config, needed_sources(config, sources, args.drift_current))
     with gha.group("Great Expectations"):
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        report: DataReport = validate_data(
-            config, sources=sources, docs_dir=docs_dir, drift_current=args.drift_current
-        )
+        report: DataReport = validate_data(config, sources=sources, docs_dir=docs_dir, drift_current=args.drift_current)
     docs_dir.mkdir(parents=True, exist_ok=True)
     report_path = docs_dir / "report.json"
     report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
@@ -120,9 +118,7 @@ def _annotate(config: LoadedConfig, report: DataReport) -> None:
         )
     if report.leakage is not None and not report.leakage.passed:
         leak = report.leakage
-        print(
-            f"LEAKAGE {leak.left}/{leak.right}: {leak.overlapping} shared {leak.key}(s), e.g. {leak.examples}"
-        )
+        print(f"LEAKAGE {leak.left}/{leak.right}: {leak.overlapping} shared {leak.key}(s), e.g. {leak.examples}")
         gha.annotation(
             "error",
             f"{leak.overlapping} {leak.key} value(s) of {leak.left} also appear in {leak.right}, "
@@ -136,12 +132,8 @@ def _annotate(config: LoadedConfig, report: DataReport) -> None:
 def _summary(report: DataReport, report_path: Path) -> str:
     failed = report.failed_expectations
     passed_count = len(report.expectations) - len(failed)
-    lines = [
-        f"## {'✅' if report.passed else '❌'} Data validation {'passed' if report.passed else 'failed'}"
-    ]
-    lines.append(
-        "Sources: " + ", ".join(f"`{s.name}` ({s.rows} rows, {s.columns} columns)" for s in report.sources)
-    )
+    lines = [f"## {'✅' if report.passed else '❌'} Data validation {'passed' if report.passed else 'failed'}"]
+    lines.append("Sources: " + ", ".join(f"`{s.name}` ({s.rows} rows, {s.columns} columns)" for s in report.sources))
     lines.append(f"**Expectations:** {passed_count} passed, {len(failed)} failed.")
     if failed:
         lines.append(

@@ -133,9 +133,7 @@ def validate_data(
     loaded: dict[str, LoadedSource] = {}
     for name in needed_sources(config, sources, drift_current):
         loaded[name] = load_source(config, name, datetime_columns=datetime_columns)
-    report.sources = [
-        SourceSummary(s.name, str(s.path), s.format, s.rows, s.frame.shape[1]) for s in loaded.values()
-    ]
+    report.sources = [SourceSummary(s.name, str(s.path), s.format, s.rows, s.frame.shape[1]) for s in loaded.values()]
     report.timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()

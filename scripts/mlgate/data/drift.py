@@ -131,13 +131,9 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig)
         if _is_numeric(ref) and _is_numeric(cur):
             psi, statistic, pvalue = numeric_drift(ref, cur, config.psi.bins)
             status = _status(psi, pvalue, statistic, config, "ks")
-            results.append(
-                FeatureDrift(name, "numeric", psi, "ks", statistic, pvalue, statistic, status, key)
-            )
+            results.append(FeatureDrift(name, "numeric", psi, "ks", statistic, pvalue, statistic, status, key))
         else:
             psi, statistic, pvalue, effect = categorical_drift(ref, cur)
             status = _status(psi, pvalue, effect, config, "chi2")
-            results.append(
-                FeatureDrift(name, "categorical", psi, "chi2", statistic, pvalue, effect, status, key)
-            )
+            results.append(FeatureDrift(name, "categorical", psi, "chi2", statistic, pvalue, effect, status, key))
     return results

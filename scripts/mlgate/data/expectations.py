@@ -185,13 +185,10 @@ def _plan_column(add: Any, column: str, rules: ColumnExpectation, series: pd.Ser
         )
     if rules.min is not None or rules.max is not None:
         add(
-            E.ExpectColumnValuesToBeBetween(
-                column=column, min_value=rules.min, max_value=rules.max, mostly=mostly
-            ),
+            E.ExpectColumnValuesToBeBetween(column=column, min_value=rules.min, max_value=rules.max, mostly=mostly),
             column,
             "between",
-            f"between [{_number(rules.min) if rules.min is not None else '-∞'}, {_number(rules.max)}]"
-            + suffix,
+            f"between [{_number(rules.min) if rules.min is not None else '-∞'}, {_number(rules.max)}]" + suffix,
             (*key, "min" if rules.max is None else "max"),
         )
     if rules.allowed is not None:
@@ -341,9 +338,7 @@ def run_expectations(
 
 
 def _with(outcome: ExpectationOutcome, success: bool, observed: str, key: Key) -> ExpectationOutcome:
-    return ExpectationOutcome(
-        outcome.source, outcome.column, outcome.check, outcome.expected, success, observed, key
-    )
+    return ExpectationOutcome(outcome.source, outcome.column, outcome.check, outcome.expected, success, observed, key)
 
 
 def failed(outcomes: Sequence[ExpectationOutcome]) -> list[ExpectationOutcome]:

@@ -34,9 +34,7 @@ class LeakageResult:
         }
 
 
-def find_leakage(
-    key: str, left: str, left_keys: pd.Series, right: str, right_keys: pd.Series
-) -> LeakageResult:
+def find_leakage(key: str, left: str, left_keys: pd.Series, right: str, right_keys: pd.Series) -> LeakageResult:
     """Count distinct non-null keys present in both; `left_keys`/`right_keys` are the key columns."""
     left_index = pd.Index(left_keys.dropna().unique())
     right_index = pd.Index(right_keys.dropna().unique())

@@ -56,9 +56,7 @@ def source_format(source: DataSource, path: Path) -> str:
     )
 
 
-def load_source(
-    config: LoadedConfig, name: str, *, datetime_columns: list[str] | None = None
-) -> LoadedSource:
+def load_source(config: LoadedConfig, name: str, *, datetime_columns: list[str] | None = None) -> LoadedSource:
     """Read source `name`; `datetime_columns` are parsed from text when the file is CSV."""
     sources = config.model.data.sources
     if name not in sources:
