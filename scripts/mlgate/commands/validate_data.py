@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="source compared with the drift reference, instead of data.drift.current",
     )
     parser.add_argument(
+        "--dvc-remote-url",
+        default=env_default("dvc-remote-url"),
+        help="DVC remote for this run, set in the local (uncommitted) DVC config before the pull",
+    )
+    parser.add_argument(
         "--no-dvc-pull",
         action="store_true",
         default=(env_default("dvc-pull", "true") or "true").lower() == "false",
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     docs_dir = Path(args.docs_dir)
     if config.model.data.dvc and not args.no_dvc_pull:
         with gha.group("dvc pull"):
-            dvc_pull(config, needed_sources(config, sources, args.drift_current))
+            dvc_pull(config, needed_sources(config, sources, args.drift_current), args.dvc_remote_url)
     with gha.group("Great Expectations"):
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         report: DataReport = validate_data(config, sources=sources, docs_dir=docs_dir, drift_current=args.drift_current)

@@ -150,15 +150,34 @@ def _read_csv(name: str, path: Path, source: DataSource, where: _Where) -> pd.Da
     return frame
 
 
-def dvc_pull(config: LoadedConfig, names: list[str]) -> None:
-    """Run `dvc pull` for the files of sources `names` in the project root; ToolError on failure."""
+def dvc_pull(config: LoadedConfig, names: list[str], remote_url: str | None = None) -> None:
+    """Run `dvc pull` for the files of sources `names` in the project root; ToolError on failure.
+
+    `remote_url` (the action's dvc-remote-url) becomes the default remote in the local, uncommitted
+    DVC config, so a CI variable can point the job at its bucket.
+    """
     paths = sorted({config.model.data.sources[n].path for n in names if n in config.model.data.sources})
     executable = shutil.which("dvc")
     command = [executable] if executable else [sys.executable, "-m", "dvc"]
     try:
+        if remote_url:
+            subprocess.run(
+                [*command, "remote", "add", "--local", "--force", "--default", "mlgate-ci", remote_url],
+                cwd=config.root,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         completed = subprocess.run(
             [*command, "pull", *paths], cwd=config.root, capture_output=True, text=True, check=False
         )
+    except subprocess.CalledProcessError as exc:
+        raise ToolError(
+            f"cannot set the DVC remote to the given dvc-remote-url: {exc.stderr.strip()[-400:]}",
+            hint="check the dvc-remote-url input (a bucket URL or a directory)",
+            file=str(config.path),
+            line=config.line_of("data", "dvc"),
+        ) from None
     except OSError as exc:
         raise ToolError(
             f"cannot run dvc: {exc}",
