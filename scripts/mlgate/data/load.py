@@ -157,6 +157,11 @@ def dvc_pull(config: LoadedConfig, names: list[str], remote_url: str | None = No
     DVC config, so a CI variable can point the job at its bucket.
     """
     paths = sorted({config.model.data.sources[n].path for n in names if n in config.model.data.sources})
+
+    def failure(message: str, hint: str) -> ToolError:
+        # Every dvc failure points at the `data.dvc` key that asked for the pull.
+        return ToolError(message, hint=hint, file=str(config.path), line=config.line_of("data", "dvc"))
+
     executable = shutil.which("dvc")
     command = [executable] if executable else [sys.executable, "-m", "dvc"]
     try:
@@ -172,25 +177,19 @@ def dvc_pull(config: LoadedConfig, names: list[str], remote_url: str | None = No
             [*command, "pull", *paths], cwd=config.root, capture_output=True, text=True, check=False
         )
     except subprocess.CalledProcessError as exc:
-        raise ToolError(
+        raise failure(
             f"cannot set the DVC remote to the given dvc-remote-url: {exc.stderr.strip()[-400:]}",
-            hint="check the dvc-remote-url input (a bucket URL or a directory)",
-            file=str(config.path),
-            line=config.line_of("data", "dvc"),
+            "check the dvc-remote-url input (a bucket URL or a directory)",
         ) from None
     except OSError as exc:
-        raise ToolError(
+        raise failure(
             f"cannot run dvc: {exc}",
-            hint="install dvc (pip install 'mlgate[data]') or set data.dvc: false",
-            file=str(config.path),
-            line=config.line_of("data", "dvc"),
+            "install dvc (pip install 'mlgate[data]') or set data.dvc: false",
         ) from None
     if completed.returncode != 0:
         tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-8:])
-        raise ToolError(
+        raise failure(
             f"`dvc pull {' '.join(paths)}` failed (exit {completed.returncode}) in {config.root}:\n{tail}",
-            hint="check the DVC remote (`dvc remote list`) and its credentials, "
+            "check the DVC remote (`dvc remote list`) and its credentials, "
             "or pass --no-dvc-pull when the files are already present",
-            file=str(config.path),
-            line=config.line_of("data", "dvc"),
         )
