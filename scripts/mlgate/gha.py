@@ -148,15 +148,17 @@ def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str |
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - API URL from the runner
             return json.loads(response.read() or b"null")
 
-    page = 1
+    page, per_page = 1, 100
     while True:
-        comments = call("GET", f"{api}/repos/{repo}/issues/{number}/comments?per_page=100&page={page}")
+        comments = call("GET", f"{api}/repos/{repo}/issues/{number}/comments?per_page={per_page}&page={page}")
         if not isinstance(comments, list) or not comments:
             break
         for comment in comments:
             if isinstance(comment, dict) and marker(key) in str(comment.get("body", "")):
                 updated = call("PATCH", f"{api}/repos/{repo}/issues/comments/{comment['id']}", {"body": tagged})
                 return str(updated.get("html_url", "")) if isinstance(updated, dict) else None
+        if len(comments) < per_page:
+            break
         page += 1
     created = call("POST", f"{api}/repos/{repo}/issues/{number}/comments", {"body": tagged})
     return str(created.get("html_url", "")) if isinstance(created, dict) else None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from mlgate import gha
@@ -55,7 +56,9 @@ class _FakeIssues(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._reply(self.comments if "page=1" in self.path else [])
+        query = parse_qs(urlsplit(self.path).query)
+        size, page = int(query["per_page"][0]), int(query["page"][0])
+        self._reply(self.comments[(page - 1) * size : page * size])
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -105,6 +108,14 @@ def test_pr_comment_created_once_then_updated_in_place(fake_api: list[dict[str, 
     assert len(ours) == 1
     assert str(ours[0]["body"]).endswith("second")
     assert len(fake_api) == 2
+
+
+def test_pr_comment_found_on_a_later_page(fake_api: list[dict[str, object]]) -> None:
+    fake_api[:] = [{"id": i, "body": f"chatter {i}", "html_url": f"c/{i}"} for i in range(1, 151)]
+    fake_api.append({"id": 151, "body": f"{gha.marker('data')}\nold", "html_url": "c/151"})
+    assert gha.upsert_pr_comment("data", "new") == "c/151"
+    assert len(fake_api) == 151
+    assert str(fake_api[-1]["body"]).endswith("new")
 
 
 def test_pr_comment_skipped_outside_pull_request(monkeypatch: pytest.MonkeyPatch) -> None:
