@@ -30,6 +30,23 @@ class LintConfig(_Model):
     strict: bool = Field(False, description="Run mypy with --strict.")
 
 
+class EnvironmentConfig(_Model):
+    """The model project's own Python environment, for the gates that run its code or read its types."""
+
+    install: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Arguments of `pip install` that install the project and its dependencies into a venv of its "
+            "own, e.g. `[-e, '.[lint]']` or `[-r, requirements.txt]`. Empty: no project venv (mypy then "
+            "sees only the files under lint.paths)."
+        ),
+    )
+    constraints: str | None = Field(
+        None,
+        description="A pip constraints file (relative to the project) that pins what `install` may resolve.",
+    )
+
+
 class DataSource(_Model):
     """A data file the gates read. CSV (any delimiter) or Parquet, by extension or `format`."""
 
@@ -152,6 +169,7 @@ class MlgateConfig(_Model):
 
     version: Literal[1] = Field(1, description="Schema version of this file.")
     project: str = Field(description="The model project's name.")
+    environment: EnvironmentConfig = Field(default_factory=lambda: EnvironmentConfig())
     lint: LintConfig = Field(default_factory=lambda: LintConfig())
     data: DataConfig = Field(default_factory=lambda: DataConfig())
 

@@ -90,8 +90,10 @@ def _ruff(args: list[str], label: str, paths: list[str], root: Path) -> ToolRun:
     return run
 
 
-def _mypy(paths: list[str], strict: bool, root: Path) -> ToolRun:
-    command = [_tool("mypy"), "-O", "json", "--no-error-summary", *(["--strict"] if strict else []), *paths]
+def _mypy(paths: list[str], strict: bool, root: Path, python: Path | None) -> ToolRun:
+    # --python-executable: mypy resolves third-party imports in the project's venv, not mlgate's.
+    target = ["--python-executable", str(python)] if python else []
+    command = [_tool("mypy"), "-O", "json", "--no-error-summary", *target, *(["--strict"] if strict else []), *paths]
     done = _run(command, root)
     run = ToolRun(tool="mypy", command=command, exit_code=done.returncode)
     parsed_any = False
@@ -130,6 +132,7 @@ def run_lint(
     format_check: bool = True,
     mypy: bool = True,
     strict: bool = False,
+    python: Path | None = None,
 ) -> LintReport:
     """Run the enabled linters over `paths` (relative to `root`) and return every finding."""
     for path in paths:
@@ -144,5 +147,5 @@ def run_lint(
     if format_check:
         runs.append(_ruff(["format", "--check"], "ruff format", paths, root))
     if mypy:
-        runs.append(_mypy(paths, strict, root))
+        runs.append(_mypy(paths, strict, root, python))
     return LintReport(runs=runs)

@@ -178,7 +178,10 @@ class Workbench:
             "--env", f"MLGATE_STANDIN_ARTIFACT_DIR={artifacts}",
             "--env", "DVC_NO_ANALYTICS=1",
         ]  # fmt: skip
+        # A runner sees the host's toolchain, not this test session's venv.
         env = dict(self.env)
+        env.pop("VIRTUAL_ENV", None)
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
         started = time.perf_counter()
         done = subprocess.run(
             command,

@@ -540,3 +540,10 @@ def test_files_were_found() -> None:
     assert WORKFLOWS, "no workflow found"
     assert ACTIONS, "no action found"
     assert len(STANDINS) >= len(PINS), f"expected a stand-in per pin, found {[_rel(p) for p in STANDINS]}"
+
+
+def test_template_is_what_the_example_project_runs() -> None:
+    # The caller template users copy must be the file the end-to-end tests run, byte for byte.
+    template = (REPO_ROOT / "workflows" / "mlgate-pr.yml").read_text(encoding="utf-8")
+    example = (REPO_ROOT / "example-project" / ".github" / "workflows" / "pr.yml").read_text(encoding="utf-8")
+    assert template == example, "workflows/mlgate-pr.yml and example-project/.github/workflows/pr.yml differ"

@@ -9,6 +9,7 @@ from mlgate.cli import env_default
 from mlgate.config import load_config
 from mlgate.errors import GateFailed
 from mlgate.lint import LintReport, run_lint
+from mlgate.projenv import ensure_project_env
 
 SUMMARY_ROWS = 50
 
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     settings = loaded.model.lint
     paths = args.paths.replace(",", " ").split() if args.paths else settings.paths
     strict = settings.strict if args.strict is None else args.strict
+    python = None
+    if settings.mypy and loaded.model.environment.install:
+        with gha.group("project environment (environment.install)"):
+            python = ensure_project_env(loaded)
     with gha.group("ruff check, ruff format --check, mypy"):
         report = run_lint(
             loaded.root,
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             format_check=settings.format,
             mypy=settings.mypy,
             strict=strict,
+            python=python,
         )
     for finding in report.findings:
         gha.annotation(

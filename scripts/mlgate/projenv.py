@@ -1,0 +1,104 @@
+"""The model project's own venv: built once per interpreter and dependency set, then reused.
+
+mlgate runs from a private venv of its own; the project's code and dependencies live in a second
+venv declared by `environment.install`, so that mypy sees the project's imports and training runs
+with the project's libraries, without either set of packages leaking into the other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mlgate.config import LoadedConfig
+from mlgate.errors import ToolError
+
+MARKER = ".mlgate-env"
+# Files whose content decides what `pip install` resolves, besides those named with -r / -c.
+PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def venv_root() -> Path:
+    """Where venvs live: MLGATE_VENV_ROOT, else the runner's tool cache, else ~/.cache/mlgate."""
+    explicit = os.environ.get("MLGATE_VENV_ROOT")
+    if explicit:
+        return Path(explicit)
+    tool_cache = os.environ.get("RUNNER_TOOL_CACHE")
+    return Path(tool_cache) / "mlgate" if tool_cache else Path.home() / ".cache" / "mlgate"
+
+
+def _named_files(install: list[str], constraints: str | None) -> list[str]:
+    named = list(PROJECT_FILES)
+    for flag, value in itertools.pairwise(install):
+        if flag in ("-r", "--requirement", "-c", "--constraint"):
+            named.append(value)
+    if constraints:
+        named.append(constraints)
+    return named
+
+
+def env_key(loaded: LoadedConfig) -> str:
+    """A key that changes whenever the interpreter, the install arguments or the files they read change."""
+    settings = loaded.model.environment
+    digest = hashlib.sha256()
+    digest.update(f"{sys.executable}|{platform.python_version()}|{platform.machine()}\n".encode())
+    digest.update("\0".join(settings.install).encode() + b"\n")
+    for name in _named_files(settings.install, settings.constraints):
+        path = loaded.root / name
+        digest.update(name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"<absent>")
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in loaded.model.project)[:40]
+    return f"project-{safe_name}-py{sys.version_info.major}.{sys.version_info.minor}-{digest.hexdigest()[:16]}"
+
+
+def ensure_project_env(loaded: LoadedConfig) -> Path | None:
+    """The project venv's python, built if missing or stale; None when `environment.install` is empty."""
+    settings = loaded.model.environment
+    if not settings.install:
+        return None
+    line = loaded.line_of("environment", "install")
+    if settings.constraints and not (loaded.root / settings.constraints).is_file():
+        raise ToolError(
+            f"{loaded.path}: environment.constraints names {settings.constraints!r}, which does not exist",
+            hint="create the constraints file or remove environment.constraints",
+            file=str(loaded.path),
+            line=loaded.line_of("environment", "constraints"),
+        )
+    key = env_key(loaded)
+    venv = venv_root() / key
+    python = venv / "bin" / "python"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Two jobs of one workflow may share a runner's tool cache: build under a lock, once.
+    with open(venv.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = venv / MARKER
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == key and python.is_file():
+            return python
+        shutil.rmtree(venv, ignore_errors=True)
+        made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise ToolError(f"could not create the project venv {venv}: {made.stderr.strip()[-600:]}")
+        command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+        if settings.constraints:
+            command += ["-c", settings.constraints]
+        command += settings.install
+        print(f"mlgate: installing the project environment: pip install {' '.join(command[6:])}", flush=True)
+        done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            shutil.rmtree(venv, ignore_errors=True)
+            raise ToolError(
+                f"{loaded.path}: `pip install {' '.join(settings.install)}` (environment.install) failed:\n{tail}",
+                hint="fix environment.install or the project's dependencies; run the same pip command locally",
+                file=str(loaded.path),
+                line=line,
+            )
+        marker.write_text(key + "\n", encoding="utf-8")
+    return python
