@@ -41,12 +41,14 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json
 
-# Regenerate the root action's lock from a fresh venv with every extra.
+# Regenerate the root action's lock from a fresh venv with every extra. The MLflow server (dev only)
+# is resolved with them so the dev venv installs under the same pins; pins of packages an action's
+# venv does not ask for are inert there.
 lock:
 	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
-	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[lint,data]'
+	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[lint,data,train]' 'mlflow>=3.1,<4'
 	( echo "# Pins for the root action's private venv (all extras). Regenerate: make lock"; \
-	  build/lockvenv/bin/pip freeze --exclude-editable | grep -v '^mlgate' ) > setup/requirements.lock
+	  build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e '^mlgate' -e '^pip==' ) > setup/requirements.lock
 
 clean:
 	rm -rf $(VENV) build .work bench-results

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("schema", "print the JSON Schema of mlgate.yaml"),
     "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
     "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
+    "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),
 }
 
 

@@ -164,6 +164,46 @@ class DataConfig(_Model):
         return self
 
 
+class TrainConfig(_Model):
+    """The training gate: how the project trains, with which profiles, tracked in MLflow."""
+
+    command: str | None = Field(
+        None,
+        description="Training command, run from the project root in the project venv, e.g. `python -m fraud.train`.",
+    )
+    stage: str | None = Field(
+        None, description="Instead of `command`: a DVC stage, run as `dvc repro --force --single-item <stage>`."
+    )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Named parameter sets (e.g. `quick` for pull requests, `full` for main); the chosen one reaches the "
+            "training code as `mlgate_runtime.setup().params` and is logged as MLflow params."
+        ),
+    )
+    seed: int = Field(42, description="Seed of Python, NumPy, torch and CUDA generators.")
+    deterministic: bool = Field(False, description="Force deterministic torch kernels (slower on GPU).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto`: CUDA when a GPU is visible, else CPU (said in the summary)."
+    )
+    require_gpu: bool = Field(False, description="Fail at once when no CUDA GPU is visible.")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: the project name.")
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="Holdout metrics the training must log (e.g. holdout_roc_auc); the repro check compares them.",
+    )
+    repro_tolerance: float = Field(
+        1e-6, ge=0, description="Largest absolute difference of each metric between two same-seed runs."
+    )
+    log_model: bool = Field(True, description="Require the run to log a model (`log_model(name=...)`).")
+
+    @model_validator(mode="after")
+    def _one_way_to_train(self) -> TrainConfig:
+        if bool(self.command) == bool(self.stage):
+            raise ValueError("set exactly one of train.command (a shell command) and train.stage (a DVC stage)")
+        return self
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -172,6 +212,7 @@ class MlgateConfig(_Model):
     environment: EnvironmentConfig = Field(default_factory=lambda: EnvironmentConfig())
     lint: LintConfig = Field(default_factory=lambda: LintConfig())
     data: DataConfig = Field(default_factory=lambda: DataConfig())
+    train: TrainConfig | None = Field(None, description="The training gate; absent: no training.")
 
 
 @dataclass

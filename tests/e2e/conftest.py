@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Workbench
+from tests.e2e.mlflow_server import MlflowServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -18,8 +19,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def workbench(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Iterator[Workbench]:
     if shutil.which("git") is None:
         pytest.fail("git is required for the end-to-end tests (make test installs it)")
     root: Path = tmp_path_factory.mktemp("workbench")
-    yield Workbench(root)
+    yield Workbench(root, tracking_uri=mlflow_server.uri)

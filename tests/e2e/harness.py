@@ -112,8 +112,9 @@ class Project:
 
 
 class Workbench:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tracking_uri: str | None = None) -> None:
         self.root = root
+        self.tracking_uri = tracking_uri
         self.mlgate = export_checkout(REPO_ROOT, root / "mlgate")
         self.venv_root = root / "runner-tool-cache"
         self.cache_dir = root / "standin-cache"
@@ -173,6 +174,7 @@ class Workbench:
             "--artifact-server-port", str(free_port()),
             "--artifact-server-path", str(artifacts / "server"),
             "--var", f"DVC_REMOTE_URL={project.remote}",
+            *(["--secret", f"MLFLOW_TRACKING_URI={self.tracking_uri}"] if self.tracking_uri else []),
             "--env", f"MLGATE_VENV_ROOT={self.venv_root}",
             "--env", f"MLGATE_STANDIN_CACHE_DIR={self.cache_dir}",
             "--env", f"MLGATE_STANDIN_ARTIFACT_DIR={artifacts}",

@@ -1,0 +1,172 @@
+"""`mlgate train`: train the model in the project venv, tracked in MLflow, and report run and model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from typing import TYPE_CHECKING
+
+from mlgate import gha
+from mlgate.cli import env_default
+from mlgate.config import load_config
+from mlgate.errors import ConfigError, GateFailed, InputError
+
+if TYPE_CHECKING:
+    from mlgate.train import TrainReport
+
+LINEAGE_ROWS = 40
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+    parser.add_argument(
+        "--profile",
+        default=env_default("profile", "quick"),
+        help="parameter profile under train.profiles (default: quick)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=env_default("tracking-uri") or os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI); e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=env_default("device"),
+        help="override train.device: auto (CUDA if visible), cpu or cuda",
+    )
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument(
+        "--require-gpu",
+        dest="require_gpu",
+        action="store_true",
+        default=_flag(env_default("require-gpu")),
+        help="fail at once when no CUDA GPU is visible (default: train.require_gpu)",
+    )
+    gpu.add_argument("--no-require-gpu", dest="require_gpu", action="store_false")
+    parser.add_argument(
+        "--dvc-remote-url",
+        default=env_default("dvc-remote-url"),
+        help="DVC remote for this run, set in the local (uncommitted) DVC config before the pull",
+    )
+    parser.add_argument(
+        "--no-dvc-pull",
+        action="store_true",
+        default=(env_default("dvc-pull", "true") or "true").lower() == "false",
+        help="do not run `dvc pull` before training even when data.dvc is true",
+    )
+    parser.add_argument(
+        "--repro-check",
+        action="store_true",
+        default=bool(_flag(env_default("repro-check"))),
+        help="train twice with the same seed and fail when train.metrics differ by more than train.repro_tolerance",
+    )
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.6g}"
+
+
+def _run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    if uri.startswith(("http://", "https://")) and "***" not in uri:
+        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"`{run_id}`"
+
+
+def render(report: TrainReport) -> str:
+    run = report.main
+    ok = not report.repro_differences
+    head = "✅ trained" if ok else "❌ not reproducible"
+    lines = [f"### mlgate train: {head} (profile `{report.profile}`)", ""]
+    lines.append(f"- device: **{report.device.chosen}**: {report.device.note}")
+    link = _run_link(report.tracking_uri, report.experiment_id, run.run_id)
+    lines.append(f"- MLflow: {report.tracking_uri}, experiment `{report.experiment}`, run {link}")
+    lines.append(f"- model: `{run.model_uri or 'none logged'}`")
+    lines.append(f"- training time: {run.seconds:.1f} s")
+    lines.append("")
+    metrics = sorted(run.metrics.items(), key=lambda item: (not item[0].startswith("holdout"), item[0]))
+    lines.append(gha.md_table(["metric", "value"], [[name, _fmt(value)] for name, value in metrics]))
+    if report.repro_checked:
+        second = report.runs[1]
+        lines += ["", "#### Reproducibility (same seed, two runs)", ""]
+        rows = []
+        for name in sorted(set(run.metrics) | set(second.metrics)):
+            a, b = run.metrics.get(name, float("nan")), second.metrics.get(name, float("nan"))
+            verdict = "❌" if name in report.repro_differences else "✅"
+            rows.append([name, _fmt(a), _fmt(b), _fmt(abs(a - b)), verdict])
+        lines.append(gha.md_table(["metric", f"run {run.run_id[:8]}", f"run {second.run_id[:8]}", "|diff|", ""], rows))
+    lineage = sorted(report.tags.items())[:LINEAGE_ROWS]
+    lines += [
+        "",
+        "<details><summary>Lineage tags</summary>",
+        "",
+        gha.md_table(["tag", "value"], [[k, f"`{v}`"] for k, v in lineage]),
+        "",
+        "</details>",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlgate.train import train
+
+    loaded = load_config(args.config)
+    if not args.tracking_uri:
+        raise InputError(
+            "no MLflow tracking URI given",
+            hint="pass the tracking-uri input (from a secret or variable), --tracking-uri, or set MLFLOW_TRACKING_URI; "
+            "for a local file store use sqlite:///mlflow.db",
+        )
+    if loaded.model.train is None:
+        raise ConfigError(
+            f"{loaded.path}: no `train` section",
+            hint="add train.command and train.profiles",
+            file=str(loaded.path),
+            line=1,
+        )
+    try:
+        report = train(
+            loaded,
+            profile=args.profile,
+            tracking_uri=args.tracking_uri,
+            device=args.device,
+            require_gpu=args.require_gpu,
+            repro_check=args.repro_check,
+            pull_data=not args.no_dvc_pull,
+            dvc_remote_url=args.dvc_remote_url,
+        )
+    except GateFailed as failure:
+        gha.add_summary(f"### mlgate train: ❌ failed\n\n```text\n{failure.message}\n```\n")
+        raise
+    run = report.main
+    gha.set_output("run-id", run.run_id)
+    gha.set_output("model-uri", run.model_uri or "")
+    gha.set_output("experiment-id", report.experiment_id)
+    gha.set_output("device", report.device.chosen)
+    gha.set_output("metrics", json.dumps(run.metrics, sort_keys=True))
+    gha.set_output("reproducible", "" if not report.repro_checked else str(not report.repro_differences).lower())
+    gha.add_summary(render(report))
+    print(
+        f"mlgate train: run {run.run_id}, model {run.model_uri}, device {report.device.chosen} ({report.device.note})"
+    )
+    if report.device.chosen == "cpu" and report.device.note.startswith("no GPU"):
+        gha.annotation("warning", report.device.note, title="mlgate train")
+    if report.repro_differences:
+        detail = "; ".join(f"{name}: {_fmt(a)} vs {_fmt(b)}" for name, (a, b) in report.repro_differences.items())
+        raise GateFailed(
+            f"two runs with seed {loaded.model.train.seed} differ by more than "
+            f"train.repro_tolerance={loaded.model.train.repro_tolerance:g}: {detail}",
+            hint="set train.deterministic: true, seed every source of randomness (mlgate_runtime.setup()), "
+            "or raise train.repro_tolerance",
+            file=str(loaded.path),
+            line=loaded.line_of("train", "repro_tolerance") or loaded.line_of("train"),
+        )
+    return 0

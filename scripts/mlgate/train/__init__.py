@@ -1,0 +1,265 @@
+"""The training gate: run the project's training in its own venv, tracked in MLflow with full lineage."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlgate.config import LoadedConfig, TrainConfig
+from mlgate.dvcio import dvc_pull
+from mlgate.errors import ConfigError, GateFailed, ToolError
+from mlgate.projenv import ensure_project_env
+from mlgate.train import tracking
+from mlgate.train.device import DeviceInfo, choose, probe
+from mlgate.train.lineage import data_hashes, lineage_tags
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
+LOG_TAIL_LINES = 30
+
+
+@dataclass
+class TrainRun:
+    """One execution of the training command and the MLflow run it filled."""
+
+    run_id: str
+    status: str
+    seconds: float
+    metrics: dict[str, float]
+    model_id: str | None
+    exit_code: int
+    log_tail: list[str]
+
+    @property
+    def model_uri(self) -> str | None:
+        return f"models:/{self.model_id}" if self.model_id else None
+
+
+@dataclass
+class TrainReport:
+    profile: str
+    experiment: str
+    experiment_id: str
+    tracking_uri: str  # redacted
+    device: DeviceInfo
+    tags: dict[str, str]
+    params: dict[str, str]
+    runs: list[TrainRun] = field(default_factory=list)
+    repro_differences: dict[str, tuple[float, float]] = field(default_factory=dict)
+    repro_checked: bool = False
+
+    @property
+    def main(self) -> TrainRun:
+        return self.runs[0]
+
+
+def settings_of(loaded: LoadedConfig) -> TrainConfig:
+    if loaded.model.train is None:
+        raise ConfigError(
+            f"{loaded.path}: no `train` section; the training gate has nothing to run",
+            hint="add train.command (or train.stage) and train.profiles to mlgate.yaml",
+            file=str(loaded.path),
+            line=1,
+        )
+    return loaded.model.train
+
+
+def profile_params(loaded: LoadedConfig, profile: str) -> dict[str, object]:
+    settings = settings_of(loaded)
+    if profile not in settings.profiles:
+        declared = ", ".join(sorted(settings.profiles)) or "none"
+        raise ConfigError(
+            f"{loaded.path}: profile {profile!r} is not declared under train.profiles (declared: {declared})",
+            hint=f"add train.profiles.{profile} to mlgate.yaml or pass one of the declared profiles",
+            file=str(loaded.path),
+            line=loaded.line_of("train", "profiles") or loaded.line_of("train"),
+        )
+    return dict(settings.profiles[profile])
+
+
+def _flat_params(params: dict[str, object], profile: str, seed: int) -> dict[str, str]:
+    flat = {key: value if isinstance(value, str) else json.dumps(value) for key, value in params.items()}
+    flat.update({"mlgate.profile": profile, "mlgate.seed": str(seed)})
+    return flat
+
+
+def _command(loaded: LoadedConfig) -> list[str]:
+    settings = settings_of(loaded)
+    if settings.stage:
+        # --force: a CI run must train even when DVC thinks the outputs are current.
+        return ["dvc", "repro", "--force", "--single-item", settings.stage]
+    return shlex.split(settings.command or "")
+
+
+def _environment(
+    python: Path | None, run_id: str, experiment_id: str, uri: str, profile: str, params: dict[str, object],
+    seed: int, device: str, deterministic: bool,
+) -> dict[str, str]:  # fmt: skip
+    env = dict(os.environ)
+    if python is not None:
+        env["VIRTUAL_ENV"] = str(python.parent.parent)
+        env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(RUNTIME_DIR), env.get("PYTHONPATH", "")) if p)
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": uri,
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+            "MLGATE_PROFILE": profile,
+            "MLGATE_PARAMS": json.dumps(params),
+            "MLGATE_SEED": str(seed),
+            "MLGATE_DEVICE": device,
+            "MLGATE_DETERMINISTIC": "1" if deterministic else "0",
+            "PYTHONHASHSEED": str(seed),
+        }
+    )
+    if deterministic:
+        env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # mlgate's own client settings must not leak into the training's MLflow client.
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        env.pop(key, None)
+    return env
+
+
+def _execute(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> tuple[int, list[str], float]:
+    """Run the training, echoing its output live, keeping the full log and its last lines."""
+    if not command or shutil.which(command[0], path=env.get("PATH")) is None:
+        raise ToolError(
+            f"training command {command[0] if command else '(empty)'!r} not found",
+            hint="fix train.command in mlgate.yaml, or add what provides it to environment.install",
+        )
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+            tail.append(line.rstrip("\n"))
+        code = process.wait()
+    return code, list(tail), time.perf_counter() - started
+
+
+def train(
+    loaded: LoadedConfig,
+    *,
+    profile: str,
+    tracking_uri: str,
+    device: str | None = None,
+    require_gpu: bool | None = None,
+    repro_check: bool = False,
+    pull_data: bool = True,
+    dvc_remote_url: str | None = None,
+) -> TrainReport:
+    """Train once (twice with `repro_check`), each in a fresh MLflow run carrying the lineage tags."""
+    settings = settings_of(loaded)
+    params = profile_params(loaded, profile)
+    data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
+    python = ensure_project_env(loaded)
+    info = choose(
+        probe(python or sys.executable),
+        device or settings.device,
+        settings.require_gpu if require_gpu is None else require_gpu,
+    )
+    if pull_data and loaded.model.data.dvc:
+        print("mlgate: dvc pull (data.dvc is true)", flush=True)
+        dvc_pull(loaded, list(loaded.model.data.sources), dvc_remote_url)
+    tags = lineage_tags(loaded, info, profile)
+    flat = _flat_params(params, profile, settings.seed)
+    experiment = settings.experiment or loaded.model.project
+    mlflow_client = tracking.client(tracking_uri)
+    report = TrainReport(
+        profile=profile,
+        experiment=experiment,
+        experiment_id="",
+        tracking_uri=tracking.redact(tracking_uri),
+        device=info,
+        tags=tags,
+        params=flat,
+    )
+    command = _command(loaded)
+    for attempt in range(2 if repro_check else 1):
+        run_tags = dict(tags)
+        if attempt == 1:
+            run_tags["mlgate.repro_of"] = report.main.run_id
+        opened = tracking.open_run(mlflow_client, tracking_uri, experiment, run_tags, flat)
+        report.experiment_id = opened.experiment_id
+        env = _environment(
+            python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
+            settings.seed, info.chosen, settings.deterministic,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
+            log_path = Path(tmp) / "train.log"
+            code, tail, seconds = _execute(command, loaded.root, env, log_path)
+            tail = [tracking.scrub(line, tracking_uri) for line in tail]
+            try:
+                mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
+            except Exception as exc:
+                print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
+        if code != 0:
+            mark_failed = functools.partial(mlflow_client.set_terminated, opened.run_id, "FAILED")
+            tracking.with_retries("marking the run failed", tracking_uri, mark_failed)
+        status, metrics = tracking.finished_metrics(mlflow_client, tracking_uri, opened.run_id)
+        if code == 0 and status == "RUNNING":
+            mlflow_client.set_terminated(opened.run_id, "FINISHED")
+            status = "FINISHED"
+        model_id = tracking.logged_model_id(mlflow_client, tracking_uri, opened.experiment_id, opened.run_id)
+        report.runs.append(TrainRun(opened.run_id, status, seconds, metrics, model_id, code, tail))
+        if code != 0:
+            raise GateFailed(
+                f"training command `{shlex.join(command)}` failed with exit code {code} "
+                f"(MLflow run {opened.run_id} marked FAILED); last lines:\n" + "\n".join(tail[-12:]),
+                hint="the job summary has the last lines of the log; reproduce with `mlgate train` locally",
+            )
+        _check_result(loaded, report.runs[-1])
+        if model_id:
+            lineage = {k: v for k, v in tags.items() if k.startswith("mlgate.")}
+            mlflow_client.set_logged_model_tags(model_id, lineage)
+    if repro_check:
+        report.repro_checked = True
+        first, second = report.runs
+        names = settings.metrics or sorted(set(first.metrics) & set(second.metrics))
+        for name in names:
+            a, b = first.metrics.get(name), second.metrics.get(name)
+            if a is None or b is None or abs(a - b) > settings.repro_tolerance:
+                report.repro_differences[name] = (
+                    a if a is not None else float("nan"),
+                    b if b is not None else float("nan"),
+                )
+    return report
+
+
+def _check_result(loaded: LoadedConfig, run: TrainRun) -> None:
+    settings = settings_of(loaded)
+    missing = [name for name in settings.metrics if name not in run.metrics]
+    if missing:
+        raise GateFailed(
+            f"the training finished but did not log {', '.join(missing)} (declared in train.metrics) "
+            f"to MLflow run {run.run_id}; it logged: {', '.join(sorted(run.metrics)) or 'nothing'}",
+            hint="log each holdout metric with mlflow.log_metric inside `mlflow.start_run()`, or fix train.metrics",
+            file=str(loaded.path),
+            line=loaded.line_of("train", "metrics"),
+        )
+    if settings.log_model and run.model_id is None:
+        raise GateFailed(
+            f"the training finished but logged no model to MLflow run {run.run_id}",
+            hint="call mlflow.<flavor>.log_model(name='model', ...) inside `mlflow.start_run()`, "
+            "or set train.log_model: false",
+            file=str(loaded.path),
+            line=loaded.line_of("train"),
+        )
+
+
+__all__ = ["TrainReport", "TrainRun", "profile_params", "settings_of", "train"]

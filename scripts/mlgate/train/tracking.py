@@ -1,0 +1,145 @@
+"""The MLflow side of training: reach the server (bounded retries), open the run, read back the result.
+
+The tracking URI usually comes from a secret. It is only ever shown redacted (no user info, no
+query), and error text from the client is scrubbed of it before it is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from mlgate.errors import ToolError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+T = TypeVar("T")
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_S = 1.0
+
+
+def redact(uri: str) -> str:
+    """The URI without credentials or query: safe to print."""
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = f"***@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _secrets(uri: str) -> list[str]:
+    parts = urlsplit(uri)
+    found = [value for value in (parts.password, parts.username, parts.query) if value]
+    found += [os.environ[k] for k in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD") if os.environ.get(k)]
+    return found
+
+
+def scrub(text: str, uri: str) -> str:
+    """`text` with the URI and every credential in it (or in the environment) replaced."""
+    text = text.replace(uri, redact(uri))
+    for secret in _secrets(uri):
+        text = text.replace(secret, "***")
+    return text
+
+
+def client(uri: str) -> MlflowClient:
+    # Each attempt must fail fast: our own loop below does the retrying, with a bound a user can read.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def with_retries(
+    what: str,
+    uri: str,
+    call: Callable[[], T],
+    *,
+    attempts: int | None = None,
+    backoff_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, retried with exponential backoff; then a ToolError naming the (redacted) server."""
+    attempts = attempts or int(os.environ.get("MLGATE_MLFLOW_ATTEMPTS", DEFAULT_ATTEMPTS))
+    delay = backoff_s if backoff_s is not None else float(os.environ.get("MLGATE_MLFLOW_BACKOFF_S", DEFAULT_BACKOFF_S))
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            last = scrub(f"{type(exc).__name__}: {exc}", uri).strip().splitlines()[0][:300]
+            if attempt < attempts:
+                print(f"mlgate: {what} failed (attempt {attempt}/{attempts}), retrying in {delay:g}s: {last}")
+                sleep(delay)
+                delay *= 2
+    raise ToolError(
+        f"MLflow tracking server {redact(uri)}: {what} failed after {attempts} attempts: {last}",
+        hint=(
+            "check the tracking-uri input (secret or variable) and that the server is up and reachable from the "
+            "runner; credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN"
+        ),
+    )
+
+
+@dataclass
+class OpenedRun:
+    run_id: str
+    experiment_id: str
+
+
+def open_run(
+    mlflow_client: MlflowClient, uri: str, experiment: str, tags: dict[str, str], params: dict[str, str]
+) -> OpenedRun:
+    """Get or create the experiment, create the run with the lineage tags and the profile's params."""
+
+    def _experiment_id() -> str:
+        found = mlflow_client.get_experiment_by_name(experiment)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise ToolError(
+                    f"MLflow experiment {experiment!r} is deleted on {redact(uri)}",
+                    hint="restore it (mlflow experiments restore) or set train.experiment to another name",
+                )
+            return str(found.experiment_id)
+        return str(mlflow_client.create_experiment(experiment))
+
+    experiment_id = with_retries("getting the experiment", uri, _experiment_id)
+    run = with_retries("creating the run", uri, lambda: mlflow_client.create_run(experiment_id, tags=tags))
+    run_id = str(run.info.run_id)
+    if params:
+        from mlflow.entities import Param
+
+        batch = [Param(key, value[:6000]) for key, value in params.items()]
+        with_retries("logging params", uri, lambda: mlflow_client.log_batch(run_id, params=batch))
+    return OpenedRun(run_id=run_id, experiment_id=experiment_id)
+
+
+def finished_metrics(mlflow_client: MlflowClient, uri: str, run_id: str) -> tuple[str, dict[str, float]]:
+    """The run's status and latest metric values."""
+    run = with_retries("reading the run", uri, lambda: mlflow_client.get_run(run_id))
+    return str(run.info.status), {k: float(v) for k, v in run.data.metrics.items()}
+
+
+def logged_model_id(mlflow_client: MlflowClient, uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The id of the (last) model the run logged with `log_model(name=...)`, if any."""
+
+    def _search() -> Any:
+        return mlflow_client.search_logged_models(
+            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+
+    models = list(with_retries("finding the logged model", uri, _search))
+    if not models:
+        return None
+    newest = max(models, key=lambda model: model.creation_timestamp or 0)
+    return str(newest.model_id)
