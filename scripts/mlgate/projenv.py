@@ -48,7 +48,9 @@ def env_key(loaded: LoadedConfig) -> str:
     """A key that changes whenever the interpreter, the install arguments or the files they read change."""
     settings = loaded.model.environment
     digest = hashlib.sha256()
-    digest.update(f"{sys.executable}|{platform.python_version()}|{platform.machine()}\n".encode())
+    # The base interpreter, not sys.executable: each gate runs from its own mlgate venv, and all of
+    # them must share one project venv.
+    digest.update(f"{sys.base_prefix}|{platform.python_version()}|{platform.machine()}\n".encode())
     digest.update("\0".join(settings.install).encode() + b"\n")
     for name in _named_files(settings.install, settings.constraints):
         path = loaded.root / name

@@ -138,8 +138,19 @@ class Workbench:
         project.git("checkout", "-q", "-b", f"pr/{name}")
         return project
 
-    def event(self, project: Project, number: int = 7) -> Path:
+    def event(
+        self, project: Project, number: int = 7, event: str = "pull_request", inputs: dict[str, str] | None = None
+    ) -> Path:
         head = project.git("rev-parse", "HEAD").stdout.strip()
+        branch = project.git("branch", "--show-current").stdout.strip()
+        repository = {"full_name": "example/fraud-detection", "name": "fraud-detection"}
+        if event != "pull_request":
+            payload: dict[str, object] = {"ref": f"refs/heads/{branch}", "after": head, "repository": repository}
+            if inputs is not None:
+                payload["inputs"] = inputs
+            path = project.path.parent / f"{project.path.name}-{event}.json"
+            path.write_text(json.dumps(payload), encoding="utf-8")
+            return path
         payload = {
             "action": "synchronize",
             "number": number,
@@ -154,14 +165,21 @@ class Workbench:
         path.write_text(json.dumps(payload), encoding="utf-8")
         return path
 
-    def act(self, project: Project, workflow: str = "pr.yml", event: str = "pull_request") -> ActResult:
+    def act(
+        self,
+        project: Project,
+        workflow: str = "pr.yml",
+        event: str = "pull_request",
+        inputs: dict[str, str] | None = None,
+    ) -> ActResult:
         project.forget_local_data()
         artifacts = project.path.parent / f"{project.path.name}-artifacts"
         command = [
             str(BIN / "act"),
             event,
             "-W", f".github/workflows/{workflow}",
-            "-e", str(self.event(project)),
+            "-e", str(self.event(project, event=event, inputs=inputs)),
+            *[arg for key, value in (inputs or {}).items() for arg in ("--input", f"{key}={value}")],
             "-P", "ubuntu-latest=-self-hosted",
             "-P", "self-hosted=-self-hosted",
             "-P", "gpu=-self-hosted",

@@ -58,6 +58,7 @@ def test_good_pull_request_passes_and_trains_with_lineage(workbench: Workbench, 
         [experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
     )
     assert len(models) == 1
+    mlflow.set_tracking_uri(mlflow_server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
     assert model.metadata.signature is not None
     rows = (

@@ -542,8 +542,14 @@ def test_files_were_found() -> None:
     assert len(STANDINS) >= len(PINS), f"expected a stand-in per pin, found {[_rel(p) for p in STANDINS]}"
 
 
-def test_template_is_what_the_example_project_runs() -> None:
+@pytest.mark.parametrize(("template", "example"), [("mlgate-pr.yml", "pr.yml"), ("mlgate-train.yml", "train.yml")])
+def test_template_is_what_the_example_project_runs(template: str, example: str) -> None:
     # The caller template users copy must be the file the end-to-end tests run, byte for byte.
-    template = (REPO_ROOT / "workflows" / "mlgate-pr.yml").read_text(encoding="utf-8")
-    example = (REPO_ROOT / "example-project" / ".github" / "workflows" / "pr.yml").read_text(encoding="utf-8")
-    assert template == example, "workflows/mlgate-pr.yml and example-project/.github/workflows/pr.yml differ"
+    copied = (REPO_ROOT / "workflows" / template).read_text(encoding="utf-8")
+    ran = (REPO_ROOT / "example-project" / ".github" / "workflows" / example).read_text(encoding="utf-8")
+    assert copied == ran, f"workflows/{template} and example-project/.github/workflows/{example} differ"
+
+
+def test_every_template_has_properties() -> None:
+    for template in (REPO_ROOT / "workflows").glob("*.yml"):
+        assert template.with_suffix(".properties.json").is_file(), f"{template.name} has no .properties.json"

@@ -90,7 +90,8 @@ def render(report: TrainReport) -> str:
     link = _run_link(report.tracking_uri, report.experiment_id, run.run_id)
     lines.append(f"- MLflow: {report.tracking_uri}, experiment `{report.experiment}`, run {link}")
     lines.append(f"- model: `{run.model_uri or 'none logged'}`")
-    lines.append(f"- training time: {run.seconds:.1f} s")
+    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings.items())
+    lines.append(f"- time: training command {run.seconds:.1f} s; by phase: {phases}")
     lines.append("")
     metrics = sorted(run.metrics.items(), key=lambda item: (not item[0].startswith("holdout"), item[0]))
     lines.append(gha.md_table(["metric", "value"], [[name, _fmt(value)] for name, value in metrics]))
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     gha.set_output("experiment-id", report.experiment_id)
     gha.set_output("device", report.device.chosen)
     gha.set_output("metrics", json.dumps(run.metrics, sort_keys=True))
+    gha.set_output("timings", json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True))
     gha.set_output("reproducible", "" if not report.repro_checked else str(not report.repro_differences).lower())
     gha.add_summary(render(report))
     print(

@@ -56,6 +56,8 @@ class TrainReport:
     runs: list[TrainRun] = field(default_factory=list)
     repro_differences: dict[str, tuple[float, float]] = field(default_factory=dict)
     repro_checked: bool = False
+    # Seconds per phase: project env, device probe, dvc pull, MLflow calls, the training command itself.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def main(self) -> TrainRun:
@@ -167,19 +169,34 @@ def train(
     settings = settings_of(loaded)
     params = profile_params(loaded, profile)
     data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
+    timings: dict[str, float] = collections.defaultdict(float)
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] += now - clock
+        clock = now
+
+    mlflow_client = tracking.client(tracking_uri)
+    # Fail fast on a wrong or unreachable server, before minutes of installing and training.
+    tracking.with_retries("reaching the server", tracking_uri, lambda: mlflow_client.search_experiments(max_results=1))
+    lap("mlflow")
     python = ensure_project_env(loaded)
+    lap("project_env")
     info = choose(
         probe(python or sys.executable),
         device or settings.device,
         settings.require_gpu if require_gpu is None else require_gpu,
     )
+    lap("device_probe")
     if pull_data and loaded.model.data.dvc:
         print("mlgate: dvc pull (data.dvc is true)", flush=True)
         dvc_pull(loaded, list(loaded.model.data.sources), dvc_remote_url)
+    lap("dvc_pull")
     tags = lineage_tags(loaded, info, profile)
     flat = _flat_params(params, profile, settings.seed)
     experiment = settings.experiment or loaded.model.project
-    mlflow_client = tracking.client(tracking_uri)
     report = TrainReport(
         profile=profile,
         experiment=experiment,
@@ -194,8 +211,10 @@ def train(
         run_tags = dict(tags)
         if attempt == 1:
             run_tags["mlgate.repro_of"] = report.main.run_id
+        lap("lineage")
         opened = tracking.open_run(mlflow_client, tracking_uri, experiment, run_tags, flat)
         report.experiment_id = opened.experiment_id
+        lap("mlflow")
         env = _environment(
             python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
             settings.seed, info.chosen, settings.deterministic,
@@ -203,6 +222,7 @@ def train(
         with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
             log_path = Path(tmp) / "train.log"
             code, tail, seconds = _execute(command, loaded.root, env, log_path)
+            lap("training")
             tail = [tracking.scrub(line, tracking_uri) for line in tail]
             try:
                 mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
@@ -227,6 +247,8 @@ def train(
         if model_id:
             lineage = {k: v for k, v in tags.items() if k.startswith("mlgate.")}
             mlflow_client.set_logged_model_tags(model_id, lineage)
+        lap("mlflow")
+    report.timings = dict(timings)
     if repro_check:
         report.repro_checked = True
         first, second = report.runs
