@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-unit test-static test-e2e bench lint lock schema clean
+.PHONY: all demo test test-unit test-static test-e2e test-example bench lint lock schema clean
 
 all: test
 
@@ -21,7 +21,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo
 
-test: $(STAMP)
+test: $(STAMP) test-example
 	$(BIN)/python -m pytest -q -ra tests
 
 test-unit: $(STAMP)
@@ -30,6 +30,10 @@ test-unit: $(STAMP)
 test-static: $(STAMP)
 	$(BIN)/python -m pytest -q tests/static
 
+# The example model project's own tests (data generator, training), in its own folder and config.
+test-example: $(STAMP)
+	cd example-project && ../$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests/e2e
 
@@ -37,6 +41,7 @@ bench: $(STAMP)
 	mkdir -p bench-results
 	$(BIN)/python tests/benchmarks/bench_validate.py --rows 1000000 --out bench-results/validate.json
 	$(BIN)/python tests/benchmarks/bench_pr_gate.py --out bench-results/pr_gate.json
+	$(BIN)/python tests/benchmarks/bench_train.py --out bench-results/train.json
 
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json

@@ -26,6 +26,33 @@ def env_default(name: str, fallback: str | None = None) -> str | None:
     return value if value != "" else fallback
 
 
+def flag_default(name: str) -> bool | None:
+    """A boolean action input (`true`/`false`); None when not given, so the config decides."""
+    value = env_default(name)
+    if value is None:
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+
+
+def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dvc-remote-url and --no-dvc-pull, shared by the gates that read DVC-versioned data."""
+    parser.add_argument(
+        "--dvc-remote-url",
+        default=env_default("dvc-remote-url"),
+        help="DVC remote for this run, set in the local (uncommitted) DVC config before the pull",
+    )
+    parser.add_argument(
+        "--no-dvc-pull",
+        action="store_true",
+        default=flag_default("dvc-pull") is False,
+        help="do not run `dvc pull` even when data.dvc is true",
+    )
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(prog="mlgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlgate {__version__}")

@@ -82,6 +82,7 @@ def ensure_project_env(loaded: LoadedConfig) -> Path | None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = venv / MARKER
         if marker.is_file() and marker.read_text(encoding="utf-8").strip() == key and python.is_file():
+            _install_local(loaded, python)
             return python
         shutil.rmtree(venv, ignore_errors=True)
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
@@ -103,4 +104,54 @@ def ensure_project_env(loaded: LoadedConfig) -> Path | None:
                 line=line,
             )
         marker.write_text(key + "\n", encoding="utf-8")
+        _install_local(loaded, python)
     return python
+
+
+def local_targets(install: list[str], root: Path) -> list[tuple[bool, str]]:
+    """The project's own code among the install arguments: (editable?, path[extras]) of each local path.
+
+    The cached venv is keyed by dependencies, not by source code nor by checkout path, so the
+    project itself is (re)installed from this checkout on every run, without its dependencies.
+    """
+    targets: list[tuple[bool, str]] = []
+    skip_next = False
+    for index, token in enumerate(install):
+        if skip_next:
+            skip_next = False
+            continue
+        if token in ("-e", "--editable"):
+            if index + 1 < len(install):
+                targets.append((True, install[index + 1]))
+            skip_next = True
+            continue
+        if token.startswith("-"):
+            skip_next = token in ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url")
+            continue
+        path = token.split("[", 1)[0]
+        if path and (path.startswith((".", "/")) or (root / path).is_dir()) and (root / path).exists():
+            targets.append((False, token))
+    return targets
+
+
+def _install_local(loaded: LoadedConfig, python: Path) -> None:
+    targets = local_targets(loaded.model.environment.install, loaded.root)
+    if not targets:
+        return
+    # Dependencies come from the cached venv; only the project's own code is installed here. No build
+    # isolation: an isolated build would fetch setuptools on every run.
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-deps"]
+    command += ["--force-reinstall"]
+    for editable, target in targets:
+        command += ["-e", target] if editable else [target]
+    done = subprocess.run([*command, "--no-build-isolation"], cwd=loaded.root, capture_output=True, text=True)
+    if done.returncode != 0:  # the build backend is not in the venv: let pip fetch it in isolation
+        done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        raise ToolError(
+            f"{loaded.path}: installing the project itself ({' '.join(t for _, t in targets)}) failed:\n{tail}",
+            hint="check the project's pyproject.toml builds with `pip install --no-deps -e .`",
+            file=str(loaded.path),
+            line=loaded.line_of("environment", "install"),
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,37 @@ def test_missing_constraints_file_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(ToolError, match=r"pins\.txt"):
         projenv.ensure_project_env(load_config(tmp_path / "mlgate.yaml"))
+
+
+def _package(root: Path, marker: str) -> None:
+    (root / "src" / "demo_pkg").mkdir(parents=True)
+    (root / "src" / "demo_pkg" / "__init__.py").write_text(f"WHERE = {marker!r}\n")
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "demo-pkg"\nversion = "0.1"\n[tool.setuptools.packages.find]\nwhere = ["src"]\n'
+    )
+    (root / "mlgate.yaml").write_text("version: 1\nproject: demo\nenvironment:\n  install: [-e, .]\n")
+
+
+def test_shared_venv_imports_the_project_from_the_current_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two checkouts with the same dependencies share one cached venv (as two jobs on one runner do):
+    # each must import its own code, not the code of the checkout that built the venv.
+    monkeypatch.setenv("MLGATE_VENV_ROOT", str(tmp_path / "venvs"))
+    first, second = tmp_path / "job-a", tmp_path / "job-b"
+    _package(first, "a")
+    _package(second, "b")
+    python_a = projenv.ensure_project_env(load_config(first / "mlgate.yaml"))
+    python_b = projenv.ensure_project_env(load_config(second / "mlgate.yaml"))
+    assert python_a == python_b
+    where = subprocess.run(
+        [str(python_b), "-c", "import demo_pkg; print(demo_pkg.WHERE)"], capture_output=True, text=True, check=True
+    )
+    assert where.stdout.strip() == "b"
+
+
+def test_local_targets_finds_the_project_but_not_requirements(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    install = ["-e", ".[typing,train]", "-r", "requirements.txt", "./lib", "numpy>=2", "-c", "pins.txt"]
+    assert projenv.local_targets(install, tmp_path) == [(True, ".[typing,train]"), (False, "./lib")]

@@ -12,6 +12,7 @@ from mlgate import cli
 from mlgate.config import load_config
 from mlgate.errors import ConfigError, GateFailed, InputError, ToolError
 from mlgate.train import tracking, train
+from mlgate.train.device import DeviceInfo, choose
 
 TRAIN_SCRIPT = """
 import os, random, sys
@@ -216,3 +217,27 @@ def test_with_retries_backs_off_then_gives_up() -> None:
     with pytest.raises(ToolError, match="after 3 attempts: ConnectionError: refused"):
         tracking.with_retries("probing", "http://h:1", boom, attempts=3, backoff_s=0.5, sleep=waits.append)
     assert waits == [0.5, 1.0]
+
+
+def _info(**overrides: object) -> DeviceInfo:
+    base: dict[str, object] = {
+        "python": "3.11.7", "torch": "2.13.0+cpu", "cuda_available": False, "torch_cuda": None, "device_count": 0,
+    }  # fmt: skip
+    base.update(overrides)
+    return DeviceInfo(**base)  # type: ignore[arg-type]
+
+
+def test_device_choice_names_the_cause_and_falls_back_when_allowed() -> None:
+    with pytest.raises(ToolError, match="CPU-only build"):
+        choose(_info(), "auto", require_gpu=True)
+    with pytest.raises(ToolError, match="not installed in the project environment"):
+        choose(_info(torch=None), "cuda", require_gpu=False)
+    with pytest.raises(ToolError, match="sees no GPU with driver 580"):
+        choose(_info(torch="2.13.0", torch_cuda="13.0", driver="580.1"), "auto", require_gpu=True)
+    fallback = choose(_info(), "auto", require_gpu=False)
+    assert fallback.chosen == "cpu" and "fell back" in fallback.note
+    gpu = _info(
+        cuda_available=True, torch_cuda="13.0", device_count=1, gpus=[{"name": "NVIDIA H100", "memory_gib": 79.6}]
+    )
+    assert choose(gpu, "auto", require_gpu=True).chosen == "cuda"
+    assert choose(gpu, "cpu", require_gpu=False).chosen == "cpu"

@@ -4,7 +4,7 @@
 
 `mlgate train` creates the MLflow run, exports MLFLOW_TRACKING_URI / MLFLOW_RUN_ID and puts the
 `mlgate_runtime` helper on PYTHONPATH; `mlflow.start_run()` resumes that run. The parameters come
-from the profile (`train.profiles.<name>.params` in mlgate.yaml, as MLGATE_PARAMS); every
+from the profile (`train.profiles.<name>` in mlgate.yaml, as MLGATE_PARAMS); every
 parameter has a default (`TrainParams`). Logged to the run: per-epoch `train_loss`, `val_loss`,
 `val_roc_auc` (step = epoch), holdout metrics on test.csv, the decision threshold, the training
 throughput, and the model (an MLflow pyfunc, see `fraud.model.FraudModel`).

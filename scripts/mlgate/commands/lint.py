@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlgate import gha
-from mlgate.cli import env_default
+from mlgate.cli import add_config_argument, env_default, flag_default
 from mlgate.config import load_config
 from mlgate.errors import GateFailed
 from mlgate.lint import LintReport, run_lint
@@ -14,21 +14,15 @@ from mlgate.projenv import ensure_project_env
 SUMMARY_ROWS = 50
 
 
-def _flag(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+    add_config_argument(parser)
     parser.add_argument(
         "--paths",
         default=env_default("paths"),
         help="space- or comma-separated paths to lint (default: lint.paths in mlgate.yaml)",
     )
     strict = parser.add_mutually_exclusive_group()
-    strict.add_argument("--strict", dest="strict", action="store_true", default=_flag(env_default("strict")))
+    strict.add_argument("--strict", dest="strict", action="store_true", default=flag_default("strict"))
     strict.add_argument("--no-strict", dest="strict", action="store_false")
 
 

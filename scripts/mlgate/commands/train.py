@@ -9,9 +9,9 @@ import os
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import env_default
+from mlgate.cli import add_config_argument, add_dvc_arguments, env_default, flag_default
 from mlgate.config import load_config
-from mlgate.errors import ConfigError, GateFailed, InputError
+from mlgate.errors import GateFailed, InputError
 
 if TYPE_CHECKING:
     from mlgate.train import TrainReport
@@ -19,14 +19,8 @@ if TYPE_CHECKING:
 LINEAGE_ROWS = 40
 
 
-def _flag(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+    add_config_argument(parser)
     parser.add_argument(
         "--profile",
         default=env_default("profile", "quick"),
@@ -48,25 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--require-gpu",
         dest="require_gpu",
         action="store_true",
-        default=_flag(env_default("require-gpu")),
+        default=flag_default("require-gpu"),
         help="fail at once when no CUDA GPU is visible (default: train.require_gpu)",
     )
     gpu.add_argument("--no-require-gpu", dest="require_gpu", action="store_false")
-    parser.add_argument(
-        "--dvc-remote-url",
-        default=env_default("dvc-remote-url"),
-        help="DVC remote for this run, set in the local (uncommitted) DVC config before the pull",
-    )
-    parser.add_argument(
-        "--no-dvc-pull",
-        action="store_true",
-        default=(env_default("dvc-pull", "true") or "true").lower() == "false",
-        help="do not run `dvc pull` before training even when data.dvc is true",
-    )
+    add_dvc_arguments(parser)
     parser.add_argument(
         "--repro-check",
         action="store_true",
-        default=bool(_flag(env_default("repro-check"))),
+        default=bool(flag_default("repro-check")),
         help="train twice with the same seed and fail when train.metrics differ by more than train.repro_tolerance",
     )
 
@@ -117,7 +101,7 @@ def render(report: TrainReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlgate.train import train
+    from mlgate.train import settings_of, train
 
     loaded = load_config(args.config)
     if not args.tracking_uri:
@@ -125,13 +109,6 @@ def run(args: argparse.Namespace) -> int:
             "no MLflow tracking URI given",
             hint="pass the tracking-uri input (from a secret or variable), --tracking-uri, or set MLFLOW_TRACKING_URI; "
             "for a local file store use sqlite:///mlflow.db",
-        )
-    if loaded.model.train is None:
-        raise ConfigError(
-            f"{loaded.path}: no `train` section",
-            hint="add train.command and train.profiles",
-            file=str(loaded.path),
-            line=1,
         )
     try:
         report = train(
@@ -163,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
         gha.annotation("warning", report.device.note, title="mlgate train")
     if report.repro_differences:
         detail = "; ".join(f"{name}: {_fmt(a)} vs {_fmt(b)}" for name, (a, b) in report.repro_differences.items())
+        settings = settings_of(loaded)
         raise GateFailed(
-            f"two runs with seed {loaded.model.train.seed} differ by more than "
-            f"train.repro_tolerance={loaded.model.train.repro_tolerance:g}: {detail}",
+            f"two runs with seed {settings.seed} differ by more than "
+            f"train.repro_tolerance={settings.repro_tolerance:g}: {detail}",
             hint="set train.deterministic: true, seed every source of randomness (mlgate_runtime.setup()), "
             "or raise train.repro_tolerance",
             file=str(loaded.path),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import env_default
+from mlgate.cli import add_config_argument, add_dvc_arguments, env_default
 from mlgate.config import LoadedConfig, load_config
 from mlgate.errors import GateFailed
 
@@ -20,7 +20,7 @@ DEFAULT_DOCS_DIR = "mlgate-data-docs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+    add_config_argument(parser)
     parser.add_argument(
         "--sources",
         default=env_default("sources"),
@@ -36,17 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("drift-current"),
         help="source compared with the drift reference, instead of data.drift.current",
     )
-    parser.add_argument(
-        "--dvc-remote-url",
-        default=env_default("dvc-remote-url"),
-        help="DVC remote for this run, set in the local (uncommitted) DVC config before the pull",
-    )
-    parser.add_argument(
-        "--no-dvc-pull",
-        action="store_true",
-        default=(env_default("dvc-pull", "true") or "true").lower() == "false",
-        help="do not run `dvc pull` even when data.dvc is true",
-    )
+    add_dvc_arguments(parser)
 
 
 def _fmt(value: float) -> str:

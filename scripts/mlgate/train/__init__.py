@@ -20,7 +20,7 @@ from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, GateFailed, ToolError
 from mlgate.projenv import ensure_project_env
 from mlgate.train import tracking
-from mlgate.train.device import DeviceInfo, choose, probe
+from mlgate.train.device import DeviceInfo, choose, precheck, probe
 from mlgate.train.lineage import data_hashes, lineage_tags
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
@@ -169,6 +169,9 @@ def train(
     settings = settings_of(loaded)
     params = profile_params(loaded, profile)
     data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
+    wanted_device = device or settings.device
+    gpu_required = settings.require_gpu if require_gpu is None else require_gpu
+    precheck(wanted_device, gpu_required)
     timings: dict[str, float] = collections.defaultdict(float)
     clock = time.perf_counter()
 
@@ -184,11 +187,7 @@ def train(
     lap("mlflow")
     python = ensure_project_env(loaded)
     lap("project_env")
-    info = choose(
-        probe(python or sys.executable),
-        device or settings.device,
-        settings.require_gpu if require_gpu is None else require_gpu,
-    )
+    info = choose(probe(python or sys.executable), wanted_device, gpu_required)
     lap("device_probe")
     if pull_data and loaded.model.data.dvc:
         print("mlgate: dvc pull (data.dvc is true)", flush=True)

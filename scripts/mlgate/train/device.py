@@ -70,6 +70,18 @@ def _driver_version() -> str | None:
     return first[0].strip() if done.returncode == 0 and first else None
 
 
+def driver_visible() -> bool:
+    """Cheap, before any venv exists: an NVIDIA driver shows as nvidia-smi or /dev/nvidia* nodes."""
+    return shutil.which("nvidia-smi") is not None or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def precheck(wanted: str, require_gpu: bool) -> None:
+    """Fail at once, before minutes of installing the project venv, when a GPU is required and no driver shows."""
+    if (require_gpu or wanted == "cuda") and not driver_visible():
+        info = DeviceInfo(python="", torch="?", cuda_available=False, torch_cuda="?", device_count=0)
+        choose(info, wanted, require_gpu)
+
+
 def probe(python: Path | str) -> DeviceInfo:
     """Ask the project's interpreter what torch and CUDA it sees."""
     done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=300, check=False)
