@@ -553,3 +553,10 @@ def test_template_is_what_the_example_project_runs(template: str, example: str) 
 def test_every_template_has_properties() -> None:
     for template in (REPO_ROOT / "workflows").glob("*.yml"):
         assert template.with_suffix(".properties.json").is_file(), f"{template.name} has no .properties.json"
+
+
+@pytest.mark.parametrize("template", ["mlgate-pr.yml", "mlgate-train.yml"])
+def test_readme_shows_the_real_template(template: str) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    text = (REPO_ROOT / "workflows" / template).read_text(encoding="utf-8")
+    assert f"```yaml\n{text}```" in readme, f"README's copy of workflows/{template} is out of date"

@@ -3,6 +3,7 @@ for a model project's: profile, seed and device reach it, lineage tags and the m
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,18 @@ def test_device_choice_names_the_cause_and_falls_back_when_allowed() -> None:
     )
     assert choose(gpu, "auto", require_gpu=True).chosen == "cuda"
     assert choose(gpu, "cpu", require_gpu=False).chosen == "cpu"
+
+
+def test_dvc_stage_runs_with_force_and_is_tracked(project: Path, store: str) -> None:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=project, check=True, env=env)
+    (project / "dvc.yaml").write_text(
+        f"stages:\n  train:\n    cmd: {sys.executable} train_stub.py\n    deps: [train_stub.py]\n"
+    )
+    config = (project / "mlgate.yaml").read_text().replace(f"command: {sys.executable} train_stub.py", "stage: train")
+    (project / "mlgate.yaml").write_text(config)
+    loaded = load_config(project / "mlgate.yaml")
+    first = train(loaded, profile="quick", tracking_uri=store)
+    second = train(loaded, profile="quick", tracking_uri=store)  # --force: DVC must not skip the stage
+    for report in (first, second):
+        assert report.main.status == "FINISHED" and "holdout_auc" in report.main.metrics

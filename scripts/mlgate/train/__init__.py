@@ -94,11 +94,17 @@ def _flat_params(params: dict[str, object], profile: str, seed: int) -> dict[str
     return flat
 
 
-def _command(loaded: LoadedConfig) -> list[str]:
+def _command(loaded: LoadedConfig, python: Path | None) -> list[str]:
     settings = settings_of(loaded)
     if settings.stage:
-        # --force: a CI run must train even when DVC thinks the outputs are current.
-        return ["dvc", "repro", "--force", "--single-item", settings.stage]
+        # --force: a CI run must train even when DVC thinks the outputs are current. The dvc of the
+        # project venv when it has one, else mlgate's own (the train extra installs it).
+        dvc = (
+            [str(python.parent / "dvc")]
+            if python and (python.parent / "dvc").is_file()
+            else [sys.executable, "-m", "dvc"]
+        )
+        return [*dvc, "repro", "--force", "--single-item", settings.stage]
     return shlex.split(settings.command or "")
 
 
@@ -205,7 +211,7 @@ def train(
         tags=tags,
         params=flat,
     )
-    command = _command(loaded)
+    command = _command(loaded, python)
     for attempt in range(2 if repro_check else 1):
         run_tags = dict(tags)
         if attempt == 1:
