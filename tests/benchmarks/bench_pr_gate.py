@@ -34,7 +34,7 @@ def stages(result: ActResult) -> dict[str, float]:
         if not match:
             continue
         seconds = float(match["secs"]) / (1000.0 if match["unit"] == "ms" else 1.0)
-        job = match["job"].rsplit("/", 1)[-1]
+        job = match["job"].rsplit("/", 1)[-1].strip()
         key = f"{job}: {match['step']}"
         found[key] = found.get(key, 0.0) + seconds
     return found

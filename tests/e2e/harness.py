@@ -87,6 +87,7 @@ class Project:
         self.path = path
         self.remote = remote
         self.env = _tool_env()
+        self.runs = 0
 
     def dvc(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([str(BIN / "dvc"), *args], self.path, self.env)
@@ -173,7 +174,9 @@ class Workbench:
         inputs: dict[str, str] | None = None,
     ) -> ActResult:
         project.forget_local_data()
-        artifacts = project.path.parent / f"{project.path.name}-artifacts"
+        # Artifacts belong to one workflow run, as on GitHub: a second run of the same project starts empty.
+        project.runs += 1
+        artifacts = project.path.parent / f"{project.path.name}-run{project.runs}-artifacts"
         command = [
             str(BIN / "act"),
             event,
