@@ -121,6 +121,7 @@ def test_cli_writes_outputs_and_summary(
     assert "run-id<<" in text and "model-uri<<" in text
     assert "holdout_auc" in summary.read_text()
     assert "fell back" not in summary.read_text()  # device: cpu was asked for, not a fallback
+    assert '"training":' in text  # the timings output: seconds per phase
 
 
 def test_undeclared_profile_names_the_declared_ones(project: Path, store: str) -> None:
