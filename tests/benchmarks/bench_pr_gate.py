@@ -44,8 +44,20 @@ TIMINGS = re.compile(r"\[[^\]]*train\s*\]\s+\|\s+mlgate train: timings (?P<json>
 
 
 def train_job(result: ActResult, found: dict[str, float]) -> dict[str, float]:
-    """The train job's time, the training command's share of it, and the rest (the gate's overhead)."""
-    job = sum(seconds for name, seconds in found.items() if name.startswith("train:"))
+    """The train job's time, the training command's share of it, and the rest (the gate's overhead).
+
+    act reports a composite action's own step *and* each step inside it, so the job's time is the
+    top-level steps only: checkout, setup-python and the train action as a whole. act interleaves
+    the lines of parallel jobs, so a step line can be lost; such a run reports NaN, not a guess.
+    """
+    top_level = (
+        "train: Main actions/checkout@",
+        "train: Main actions/setup-python@",
+        "train: Main mlgate/mlgate/actions/train@",
+    )
+    job = sum(seconds for name, seconds in found.items() if name.startswith(top_level))
+    if not any(name.startswith(top_level[2]) for name in found):
+        job = float("nan")
     match = next((m for m in map(TIMINGS.search, result.output.splitlines()) if m), None)
     command = float(json.loads(match["json"])["training"]) if match else float("nan")
     return {
