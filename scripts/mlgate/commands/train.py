@@ -130,10 +130,11 @@ def run(args: argparse.Namespace) -> int:
     gha.set_output("experiment-id", report.experiment_id)
     gha.set_output("device", report.device.chosen)
     gha.set_output("metrics", json.dumps(run.metrics, sort_keys=True))
-    gha.set_output("timings", json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True))
+    timings = json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True)
+    gha.set_output("timings", timings)
     gha.set_output("reproducible", "" if not report.repro_checked else str(not report.repro_differences).lower())
     gha.add_summary(render(report))
-    print("mlgate train: timings " + json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True))
+    print(f"mlgate train: timings {timings}")
     print(
         f"mlgate train: run {run.run_id}, model {run.model_uri}, device {report.device.chosen} ({report.device.note})"
     )

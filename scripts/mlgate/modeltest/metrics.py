@@ -58,28 +58,32 @@ def _curve(y: Array, s: Array) -> tuple[Array, Array, Array]:
     return true_pos, false_pos, s_sorted[last]
 
 
-def pr_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
-    """Average precision: sum over thresholds of (recall step) x precision."""
+def _precision_recall(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[Array, Array] | None:
+    """Precision and recall at each distinct threshold, highest score first; None without positives."""
     y, s = _validate(labels, scores)
     positives = y.sum()
     if positives == 0:
-        return float("nan")
+        return None
     true_pos, false_pos, _ = _curve(y, s)
-    precision = true_pos / (true_pos + false_pos)
-    recall = true_pos / positives
+    return true_pos / (true_pos + false_pos), true_pos / positives
+
+
+def pr_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Average precision: sum over thresholds of (recall step) x precision."""
+    curve = _precision_recall(labels, scores)
+    if curve is None:
+        return float("nan")
+    precision, recall = curve
     steps = np.diff(np.concatenate(([0.0], recall)))
     return float(np.sum(steps * precision))
 
 
 def recall_at_precision(labels: npt.ArrayLike, scores: npt.ArrayLike, min_precision: float) -> float:
     """The highest recall of any threshold whose precision is at least `min_precision` (0 if none)."""
-    y, s = _validate(labels, scores)
-    positives = y.sum()
-    if positives == 0:
+    curve = _precision_recall(labels, scores)
+    if curve is None:
         return float("nan")
-    true_pos, false_pos, _ = _curve(y, s)
-    precision = true_pos / (true_pos + false_pos)
-    recall = true_pos / positives
+    precision, recall = curve
     eligible = recall[precision >= min_precision]
     return float(eligible.max()) if eligible.size else 0.0
 

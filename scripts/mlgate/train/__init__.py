@@ -174,7 +174,7 @@ def train(
     """Train once (twice with `repro_check`), each in a fresh MLflow run carrying the lineage tags."""
     settings = settings_of(loaded)
     params = profile_params(loaded, profile)
-    data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
+    hashes = data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
     wanted_device = device or settings.device
     gpu_required = settings.require_gpu if require_gpu is None else require_gpu
     precheck(wanted_device, gpu_required)
@@ -199,7 +199,7 @@ def train(
         print("mlgate: dvc pull (data.dvc is true)", flush=True)
         dvc_pull(loaded, list(loaded.model.data.sources), dvc_remote_url)
     lap("dvc_pull")
-    tags = lineage_tags(loaded, info, profile)
+    tags = lineage_tags(loaded, info, profile, hashes)
     flat = _flat_params(params, profile, settings.seed)
     experiment = settings.experiment or loaded.model.project
     report = TrainReport(
@@ -259,12 +259,9 @@ def train(
         first, second = report.runs
         names = settings.metrics or sorted(set(first.metrics) & set(second.metrics))
         for name in names:
-            a, b = first.metrics.get(name), second.metrics.get(name)
-            if a is None or b is None or abs(a - b) > settings.repro_tolerance:
-                report.repro_differences[name] = (
-                    a if a is not None else float("nan"),
-                    b if b is not None else float("nan"),
-                )
+            a, b = first.metrics.get(name, float("nan")), second.metrics.get(name, float("nan"))
+            if not abs(a - b) <= settings.repro_tolerance:  # a missing metric (NaN) fails too
+                report.repro_differences[name] = (a, b)
     return report
 
 

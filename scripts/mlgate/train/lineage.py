@@ -61,8 +61,8 @@ def workflow_run_url() -> str | None:
     return f"{server}/{repo}/actions/runs/{run_id}" + (f"/attempts/{attempt}" if attempt else "")
 
 
-def lineage_tags(loaded: LoadedConfig, device: DeviceInfo, profile: str) -> dict[str, str]:
-    """Every tag that ties the run to what made it. MLflow's own `mlflow.source.*` keys where they exist."""
+def lineage_tags(loaded: LoadedConfig, device: DeviceInfo, profile: str, hashes: dict[str, str]) -> dict[str, str]:
+    """Every tag tying the run to what made it; `hashes` comes from `data_hashes`. Plus MLflow's mlflow.source.*."""
     root = loaded.root
     settings = loaded.model.train
     commit = os.environ.get("GITHUB_SHA") or _git(root, "rev-parse", "HEAD")
@@ -96,6 +96,6 @@ def lineage_tags(loaded: LoadedConfig, device: DeviceInfo, profile: str) -> dict
         "mlgate.runner": os.environ.get("RUNNER_NAME") or socket.gethostname(),
         "mlgate.runner_os": f"{platform.system()} {platform.machine()}",
     }
-    for path, md5 in data_hashes(loaded).items():
+    for path, md5 in hashes.items():
         tags[f"mlgate.dvc.{path}"] = md5
     return {key: str(value) for key, value in tags.items() if value not in (None, "")}
