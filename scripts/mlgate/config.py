@@ -204,6 +204,169 @@ class TrainConfig(_Model):
         return self
 
 
+PerformanceMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "recall_at_precision"]
+THRESHOLD_METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
+
+
+class MetricThresholds(_Model):
+    """Lower bounds on holdout metrics; an absent metric is computed and reported, never gated."""
+
+    accuracy: float | None = Field(None, ge=0, le=1, description="Smallest allowed accuracy at the threshold.")
+    precision: float | None = Field(None, ge=0, le=1, description="Smallest allowed precision at the threshold.")
+    recall: float | None = Field(None, ge=0, le=1, description="Smallest allowed recall at the threshold.")
+    f1: float | None = Field(None, ge=0, le=1, description="Smallest allowed F1 at the threshold.")
+    roc_auc: float | None = Field(None, ge=0, le=1, description="Smallest allowed ROC AUC.")
+    pr_auc: float | None = Field(None, ge=0, le=1, description="Smallest allowed PR AUC (average precision).")
+    recall_at_precision: float | None = Field(
+        None, ge=0, le=1, description="Smallest allowed recall at precision >= performance.at_precision."
+    )
+
+    def bounds(self) -> dict[str, float]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class SliceCheck(_Model):
+    """The same metrics on each value of one column (e.g. per country)."""
+
+    column: str = Field(description="Holdout column whose values define the slices.")
+    metrics: MetricThresholds = Field(description="Lower bounds that every slice must meet.")
+    min_rows: int = Field(100, ge=1, description="Slices with fewer rows are reported, not gated.")
+
+
+class LatencyBudget(_Model):
+    """A latency budget of the candidate's `predict` at one batch size, in milliseconds per call."""
+
+    batch: int = Field(ge=1, description="Rows per predict call.")
+    p50_ms: float | None = Field(None, gt=0, description="Largest allowed median latency.")
+    p95_ms: float | None = Field(None, gt=0, description="Largest allowed 95th-percentile latency.")
+
+
+class PerformanceChecks(_Model):
+    metrics: MetricThresholds = Field(
+        default_factory=lambda: MetricThresholds(), description="Lower bounds on the whole holdout."
+    )
+    at_precision: float = Field(0.5, gt=0, le=1, description="Precision at which recall_at_precision is read.")
+    slices: list[SliceCheck] = Field(default_factory=list)
+    latency: list[LatencyBudget] = Field(default_factory=list, description="Budgets per batch size.")
+    latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
+
+
+class Perturbation(_Model):
+    """How a column is changed: exactly one of the keys."""
+
+    add: float | None = Field(None, description="Add this number (numeric columns).")
+    scale: float | None = Field(None, description="Multiply by this number (numeric columns).")
+    set: str | int | float | bool | None = Field(None, description="Replace every value with this one.")
+    replace: dict[str, str | int | float | bool] | None = Field(None, description="Map values (e.g. {US: GB}).")
+    shuffle: bool = Field(False, description="Permute the column across rows (seeded).")
+    clip: bool = Field(
+        False,
+        description="Clip results into the range of data.expectations.columns.<column>; without it an "
+        "out-of-range result is an error, not a silent test on impossible rows.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Perturbation:
+        given = [k for k in ("add", "scale", "set", "replace") if getattr(self, k) is not None]
+        given += ["shuffle"] if self.shuffle else []
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of add, scale, set, replace, shuffle (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class MinimumFunctionalityCase(_Model):
+    """CheckList MFT: holdout rows with some columns set must get the expected label."""
+
+    name: str
+    set: dict[str, str | int | float | bool] = Field(description="Columns set on every sampled row.")
+    expect: Literal[0, 1] = Field(description="The label the model must predict (score >= threshold is 1).")
+    rows: int = Field(200, ge=1, description="Holdout rows sampled (seeded) as the templates.")
+    pass_rate: float = Field(1.0, gt=0, le=1, description="Share of rows that must get the expected label.")
+
+
+class InvarianceCase(_Model):
+    """CheckList INV: a change to a column that must not matter moves the score by at most `tolerance`."""
+
+    name: str
+    column: str
+    perturb: Perturbation
+    tolerance: float = Field(0.01, ge=0, description="Largest allowed |score change| of a row.")
+    pass_rate: float = Field(0.99, gt=0, le=1, description="Share of rows that must stay within the tolerance.")
+    rows: int = Field(1000, ge=1, description="Holdout rows sampled (seeded).")
+
+
+class DirectionalCase(_Model):
+    """CheckList DIR: a change to a column must move the score in one direction."""
+
+    name: str
+    column: str
+    perturb: Perturbation
+    expect: Literal["increase", "decrease", "not_decrease", "not_increase"] = Field(
+        description="increase/decrease: the score must move by more than `tolerance` that way; "
+        "not_decrease/not_increase: it may move the other way by at most `tolerance`."
+    )
+    tolerance: float = Field(0.0, ge=0, description="See `expect`.")
+    pass_rate: float = Field(0.9, gt=0, le=1, description="Share of rows that must pass.")
+    rows: int = Field(1000, ge=1, description="Holdout rows sampled (seeded).")
+
+
+class BehavioralChecks(_Model):
+    minimum_functionality: list[MinimumFunctionalityCase] = Field(default_factory=list)
+    invariance: list[InvarianceCase] = Field(default_factory=list)
+    directional: list[DirectionalCase] = Field(default_factory=list)
+
+
+class BaselineChecks(_Model):
+    """The candidate against the production model (`models:/<model>@<alias>`) on the same holdout."""
+
+    model: str = Field(description="Registered model name in the MLflow registry.")
+    alias: str = Field("champion", description="Alias of the production version.")
+    max_regression: dict[PerformanceMetric, float] = Field(
+        default_factory=dict,
+        description="Per metric, how far below the champion the candidate may be (e.g. {f1: 0.005}).",
+    )
+    max_latency_ratio: float | None = Field(
+        None, gt=0, description="Candidate p95 / champion p95 at the largest latency batch, at most."
+    )
+    promotion_metric: PerformanceMetric = Field("roc_auc", description="The metric that decides `promotable`.")
+    promotion_margin: float = Field(
+        0.0, ge=0, description="Promotable: every check passes and promotion_metric beats the champion by this."
+    )
+    allow_signature_change: bool = Field(
+        False,
+        description="Compare even when the champion's input signature differs (each model reads its own "
+        "columns from the holdout); off, a differing signature is an error.",
+    )
+
+
+class ThresholdFromModel(_Model):
+    metadata: str = Field(description="Key of the MLmodel metadata holding the decision threshold.")
+    default: float = Field(0.5, ge=0, le=1, description="Used when the model has no such key.")
+
+
+class ModelTestsConfig(_Model):
+    """The model-test gate: behavioral, performance and baseline checks, plus the project's own model tests."""
+
+    holdout: str = Field(description="Name of the data source (under data.sources) the models are tested on.")
+    label: str = Field(description="Column of the true label (0/1).")
+    score: str | None = Field(
+        None, description="Output column of the model's predict holding the positive-class score; default: the first."
+    )
+    threshold: float | ThresholdFromModel = Field(
+        0.5, description="Decision threshold (score >= it is positive), or {metadata: <key>} of each model."
+    )
+    max_rows: int | None = Field(None, ge=1, description="Seeded sample of the holdout; default: every row.")
+    seed: int = Field(0, description="Seed of the samples and shuffles.")
+    tests: list[str] = Field(
+        default_factory=list, description="The project's own pytest model tests (files or folders), run with them."
+    )
+    performance: PerformanceChecks = Field(default_factory=lambda: PerformanceChecks())
+    behavioral: BehavioralChecks = Field(default_factory=lambda: BehavioralChecks())
+    baseline: BaselineChecks | None = Field(None, description="Absent: no comparison with production.")
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -213,6 +376,7 @@ class MlgateConfig(_Model):
     lint: LintConfig = Field(default_factory=lambda: LintConfig())
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     train: TrainConfig | None = Field(None, description="The training gate; absent: no training.")
+    model_tests: ModelTestsConfig | None = Field(None, description="The model-test gate; absent: none.")
 
 
 @dataclass

@@ -23,6 +23,9 @@ from mlgate.errors import ToolError
 MARKER = ".mlgate-env"
 # Files whose content decides what `pip install` resolves, besides those named with -r / -c.
 PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+# What mlgate's own code needs inside the project venv: the model-test plugin runs there under pytest,
+# next to the model's libraries. Ranges, not pins, so the project's own constraints decide.
+GATE_REQUIREMENTS = ("pytest>=8,<10", "pydantic>=2.7,<3", "pyyaml>=6", "pandas>=2.1", "numpy>=1.26")
 
 
 def venv_root() -> Path:
@@ -51,7 +54,7 @@ def env_key(loaded: LoadedConfig) -> str:
     # The base interpreter, not sys.executable: each gate runs from its own mlgate venv, and all of
     # them must share one project venv.
     digest.update(f"{sys.base_prefix}|{platform.python_version()}|{platform.machine()}\n".encode())
-    digest.update("\0".join(settings.install).encode() + b"\n")
+    digest.update("\0".join([*settings.install, *GATE_REQUIREMENTS]).encode() + b"\n")
     for name in _named_files(settings.install, settings.constraints):
         path = loaded.root / name
         digest.update(name.encode() + b"\0")
@@ -91,7 +94,7 @@ def ensure_project_env(loaded: LoadedConfig) -> Path | None:
         command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
         if settings.constraints:
             command += ["-c", settings.constraints]
-        command += settings.install
+        command += [*settings.install, *GATE_REQUIREMENTS]
         print(f"mlgate: installing the project environment: pip install {' '.join(command[6:])}", flush=True)
         done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -26,6 +26,7 @@ from mlgate import RELEASE_REF, REPOSITORY
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.e2e.github_api import GitHubApiStandin  # noqa: E402
 from tests.e2e.standins import local_repository_args  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -172,6 +173,8 @@ class Workbench:
         workflow: str = "pr.yml",
         event: str = "pull_request",
         inputs: dict[str, str] | None = None,
+        *,
+        github_api: GitHubApiStandin | None = None,
     ) -> ActResult:
         project.forget_local_data()
         # Artifacts belong to one workflow run, as on GitHub: a second run of the same project starts empty.
@@ -200,6 +203,7 @@ class Workbench:
             "--env", f"MLGATE_STANDIN_CACHE_DIR={self.cache_dir}",
             "--env", f"MLGATE_STANDIN_ARTIFACT_DIR={artifacts}",
             "--env", "DVC_NO_ANALYTICS=1",
+            *self._github_api_args(github_api),
         ]  # fmt: skip
         # A runner sees the host's toolchain, not this test session's venv.
         env = dict(self.env)
@@ -217,3 +221,16 @@ class Workbench:
             check=False,
         )
         return ActResult(done.returncode, done.stdout + done.stderr, time.perf_counter() - started, artifacts)
+
+    @staticmethod
+    def _github_api_args(github_api: GitHubApiStandin | None) -> list[str]:
+        """Point the run's GitHub API at the stand-in: `--env` for GITHUB_API_URL, `--secret` for github.token.
+
+        act 0.2.89 sets GITHUB_API_URL (and github.api_url) itself; an `--env` of the same name wins,
+        in composite actions too, while the host's environment does not. `--github-instance` cannot be
+        used: it always yields https://HOST/api/v3. act fills `github.token` from the GITHUB_TOKEN
+        secret (and masks it in the log); it does not export GITHUB_TOKEN, the action must map it.
+        """
+        if github_api is None:
+            return []
+        return ["--env", f"GITHUB_API_URL={github_api.url}", "--secret", f"GITHUB_TOKEN={github_api.token}"]

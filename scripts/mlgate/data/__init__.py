@@ -13,7 +13,7 @@ from mlgate.config import LoadedConfig
 from mlgate.data.drift import FeatureDrift, compare
 from mlgate.data.expectations import ExpectationOutcome, run_expectations
 from mlgate.data.leakage import LeakageResult, find_leakage
-from mlgate.data.load import LoadedSource, load_source
+from mlgate.sources import LoadedSource, load_source
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import InputError
 

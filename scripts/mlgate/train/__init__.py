@@ -7,8 +7,6 @@ import functools
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,14 +15,14 @@ from pathlib import Path
 
 from mlgate.config import LoadedConfig, TrainConfig
 from mlgate.dvcio import dvc_pull
-from mlgate.errors import ConfigError, GateFailed, ToolError
+from mlgate.errors import ConfigError, GateFailed
+from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
 from mlgate.train import tracking
 from mlgate.train.device import DeviceInfo, choose, precheck, probe
 from mlgate.train.lineage import data_hashes, lineage_tags
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
-LOG_TAIL_LINES = 30
 
 
 @dataclass
@@ -138,28 +136,6 @@ def _environment(
     return env
 
 
-def _execute(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> tuple[int, list[str], float]:
-    """Run the training, echoing its output live, keeping the full log and its last lines."""
-    if not command or shutil.which(command[0], path=env.get("PATH")) is None:
-        raise ToolError(
-            f"training command {command[0] if command else '(empty)'!r} not found",
-            hint="fix train.command in mlgate.yaml, or add what provides it to environment.install",
-        )
-    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    started = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-            tail.append(line.rstrip("\n"))
-        code = process.wait()
-    return code, list(tail), time.perf_counter() - started
-
-
 def train(
     loaded: LoadedConfig,
     *,
@@ -226,7 +202,13 @@ def train(
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
             log_path = Path(tmp) / "train.log"
-            code, tail, seconds = _execute(command, loaded.root, env, log_path)
+            code, tail, seconds = stream(
+                command,
+                loaded.root,
+                env,
+                log_path,
+                hint="fix train.command in mlgate.yaml, or add what provides it to environment.install",
+            )
             lap("training")
             tail = [tracking.scrub(line, tracking_uri) for line in tail]
             try:

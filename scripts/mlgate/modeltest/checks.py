@@ -1,0 +1,423 @@
+"""The declarative model checks of `model_tests` in mlgate.yaml, each a function of one shared session.
+
+Three families, as the field names them: performance (metric floors on the holdout and on slices,
+latency budgets), behavioral (CheckList's minimum-functionality, invariance and directional tests)
+and baseline (the candidate against the `@champion` model on the same rows).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mlgate.config import (
+    DirectionalCase,
+    InvarianceCase,
+    LatencyBudget,
+    LoadedConfig,
+    MinimumFunctionalityCase,
+    ModelTestsConfig,
+    Perturbation,
+    SliceCheck,
+)
+from mlgate.modeltest.context import (
+    Holdout,
+    ScoredModel,
+    check_signatures,
+    classification_metrics,
+    config_error,
+    load_champion,
+    load_holdout,
+    load_model,
+    perturb,
+    sample_rows,
+    settings_of,
+)
+
+Outcome = Literal["passed", "failed", "skipped"]
+FAILING_CASES_SHOWN = 5
+DEFAULT_RATIO_BATCH = 1000
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one declared check, as the job summary and the PR comment show it."""
+
+    id: str
+    family: str
+    name: str
+    line: int | None
+    outcome: Outcome
+    value: float | None = None
+    bound: str = ""
+    champion: float | None = None
+    message: str = ""
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: _clean(value) for key, value in self.__dict__.items()}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _clean(value.item())
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+class Session:
+    """The holdout and both models, loaded once and shared by every check and fixture."""
+
+    def __init__(self, loaded: LoadedConfig, candidate_uri: str) -> None:
+        self.loaded = loaded
+        self.settings: ModelTestsConfig = settings_of(loaded)
+        self.holdout: Holdout = load_holdout(loaded)
+        self.candidate: ScoredModel = load_model(loaded, candidate_uri)
+        self._require_inputs(self.candidate)
+        self.champion: ScoredModel | None = load_champion(loaded)
+        if self.champion is not None:
+            check_signatures(loaded, self.candidate, self.champion)
+            self._require_inputs(self.champion)
+        self.perturbed: dict[str, pd.DataFrame] = {}
+        self._validate_checks()
+        self._latency: dict[tuple[str, int], dict[str, float]] = {}
+
+    @property
+    def baseline_name(self) -> str | None:
+        baseline = self.settings.baseline
+        return f"models:/{baseline.model}@{baseline.alias}" if baseline else None
+
+    def _require_inputs(self, model: ScoredModel) -> None:
+        schema = model.input_schema or {}
+        missing = [name for name in schema if name not in self.holdout.frame.columns]
+        if missing:
+            raise config_error(
+                self.loaded,
+                ("model_tests", "holdout"),
+                f"the holdout {self.settings.holdout!r} lacks the column(s) {', '.join(missing)} that "
+                f"{model.uri} takes as input",
+                "point model_tests.holdout at a file with every input column of the model's signature",
+            )
+
+    def _validate_checks(self) -> None:
+        """Every column and perturbation checked before any check runs: a typo is an error, not a failure."""
+        columns = set(map(str, self.holdout.frame.columns))
+        for index, piece in enumerate(self.settings.performance.slices):
+            if piece.column not in columns:
+                raise config_error(
+                    self.loaded,
+                    ("model_tests", "performance", "slices", index, "column"),
+                    f"slice column {piece.column!r} does not exist in the holdout; columns: {', '.join(sorted(columns))}",
+                    "name a column of the holdout file",
+                )
+        behavioral = self.settings.behavioral
+        for index, mft in enumerate(behavioral.minimum_functionality):
+            where = ("model_tests", "behavioral", "minimum_functionality", index)
+            frame = sample_rows(self.holdout, mft.rows, self.settings.seed + index)
+            for column, value in mft.set.items():
+                frame = perturb(
+                    self.loaded, frame, column, Perturbation(set=value), where, column_key=("set", column),
+                    change_key=("set", column),
+                )  # fmt: skip
+            self.perturbed[_mft_id(index)] = frame
+        for family, cases in (("invariance", behavioral.invariance), ("directional", behavioral.directional)):
+            for index, case in enumerate(cases):
+                where = ("model_tests", "behavioral", family, index)
+                base = sample_rows(self.holdout, case.rows, self.settings.seed + index)
+                self.perturbed[f"{family}[{index}].base"] = base
+                self.perturbed[f"{family}[{index}]"] = perturb(
+                    self.loaded, base, case.column, case.perturb, where, self.settings.seed + index
+                )
+
+    @functools.cached_property
+    def candidate_metrics(self) -> dict[str, float]:
+        return self._metrics(self.candidate, self.holdout.frame, self.holdout.labels)
+
+    @functools.cached_property
+    def champion_metrics(self) -> dict[str, float] | None:
+        return self._metrics(self.champion, self.holdout.frame, self.holdout.labels) if self.champion else None
+
+    def _metrics(self, model: ScoredModel, frame: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
+        scores = model.holdout_scores(self.holdout) if frame is self.holdout.frame else model.scores(frame)
+        return classification_metrics(labels, scores, model.threshold, self.settings.performance.at_precision)
+
+    def latency(self, model: ScoredModel, batch: int) -> dict[str, float]:
+        key = (model.uri, batch)
+        if key not in self._latency:
+            self._latency[key] = model.latency_ms(self.holdout.frame, batch, self.settings.performance.latency_repeats)
+        return self._latency[key]
+
+    def ratio_batch(self) -> int:
+        budgets = self.settings.performance.latency
+        return max(budget.batch for budget in budgets) if budgets else DEFAULT_RATIO_BATCH
+
+
+@dataclass
+class Check:
+    """One declared check: where it is in mlgate.yaml and how it runs."""
+
+    id: str
+    family: str
+    name: str
+    where: tuple[str | int, ...]
+    run: Callable[[Session], CheckResult]
+
+
+def _mft_id(index: int) -> str:
+    return f"minimum_functionality[{index}]"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def declared_checks(loaded: LoadedConfig) -> list[Check]:
+    """The checks `model_tests` declares, in file order within each family."""
+    settings = settings_of(loaded)
+    line = loaded.line_of
+    checks: list[Check] = []
+    performance = settings.performance
+    for name, bound in performance.metrics.bounds().items():
+        where = ("model_tests", "performance", "metrics", name)
+        checks.append(Check(f"performance.{name}", "performance", name, where, _metric_floor(name, bound, line(*where))))
+    for index, piece in enumerate(performance.slices):
+        where = ("model_tests", "performance", "slices", index)
+        checks.append(
+            Check(f"performance.slices.{piece.column}", "performance", f"{piece.column} slices", where,
+                  _slices(piece, line(*where)))
+        )  # fmt: skip
+    for index, budget in enumerate(performance.latency):
+        where = ("model_tests", "performance", "latency", index)
+        checks.append(
+            Check(f"performance.latency.batch_{budget.batch}", "performance", f"latency, batch {budget.batch}",
+                  where, _latency(budget, line(*where)))
+        )  # fmt: skip
+    behavioral = settings.behavioral
+    for index, mft in enumerate(behavioral.minimum_functionality):
+        where = ("model_tests", "behavioral", "minimum_functionality", index)
+        checks.append(Check(f"behavioral.{_mft_id(index)}", "behavioral", mft.name, where, _mft(index, mft, line(*where))))
+    for index, inv in enumerate(behavioral.invariance):
+        where = ("model_tests", "behavioral", "invariance", index)
+        checks.append(Check(f"behavioral.invariance[{index}]", "behavioral", inv.name, where,
+                            _perturbation_check("invariance", index, inv, line(*where))))  # fmt: skip
+    for index, direction in enumerate(behavioral.directional):
+        where = ("model_tests", "behavioral", "directional", index)
+        checks.append(Check(f"behavioral.directional[{index}]", "behavioral", direction.name, where,
+                            _perturbation_check("directional", index, direction, line(*where))))  # fmt: skip
+    baseline = settings.baseline
+    if baseline is not None:
+        for name, allowed in baseline.max_regression.items():
+            where = ("model_tests", "baseline", "max_regression", name)
+            checks.append(Check(f"baseline.{name}", "baseline", f"{name} vs champion", where,
+                                _regression(name, allowed, line(*where))))  # fmt: skip
+        if baseline.max_latency_ratio is not None:
+            where = ("model_tests", "baseline", "max_latency_ratio")
+            checks.append(Check("baseline.latency_ratio", "baseline", "p95 latency vs champion", where,
+                                _latency_ratio(baseline.max_latency_ratio, line(*where))))  # fmt: skip
+    return checks
+
+
+def _metric_floor(name: str, bound: float, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        value = session.candidate_metrics[name]
+        champion = session.champion_metrics[name] if session.champion_metrics else None
+        ok = value >= bound
+        return CheckResult(
+            f"performance.{name}", "performance", name, line, "passed" if ok else "failed", value, f">= {bound:g}",
+            champion, "" if ok else f"{name} {_fmt(value)} is below the floor {bound:g}",
+        )  # fmt: skip
+
+    return run
+
+
+def _slices(piece: SliceCheck, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        frame, labels = session.holdout.frame, session.holdout.labels
+        scores = session.candidate.holdout_scores(session.holdout)
+        failures: list[dict[str, Any]] = []
+        small: list[str] = []
+        worst = math.inf
+        for value, index in frame.groupby(piece.column, dropna=False).indices.items():
+            if len(index) < piece.min_rows:
+                small.append(f"{value} ({len(index)} rows)")
+                continue
+            values = classification_metrics(
+                labels[index], scores[index], session.candidate.threshold, session.settings.performance.at_precision
+            )
+            for name, bound in piece.metrics.bounds().items():
+                got = values[name]
+                worst = min(worst, got - bound) if not math.isnan(got) else worst
+                if not got >= bound:  # NaN (one class only in the slice) fails: the metric cannot be shown to hold
+                    failures.append({piece.column: value, "rows": len(index), "metric": name, "value": got,
+                                     "floor": bound})  # fmt: skip
+        note = f"; not gated (fewer than {piece.min_rows} rows): {', '.join(small)}" if small else ""
+        bounds = ", ".join(f"{name} >= {bound:g}" for name, bound in piece.metrics.bounds().items())
+        message = (
+            f"{len(failures)} slice metric(s) below the floor: "
+            + ", ".join(f"{f[piece.column]} {f['metric']} {_fmt(f['value'])}" for f in failures[:8])
+            if failures
+            else f"every slice meets {bounds}"
+        ) + note
+        return CheckResult(
+            f"performance.slices.{piece.column}", "performance", f"{piece.column} slices", line,
+            "failed" if failures else "passed", worst if worst != math.inf else None, bounds + " per slice", None,
+            message, failures[:FAILING_CASES_SHOWN],
+        )  # fmt: skip
+
+    return run
+
+
+def _latency(budget: LatencyBudget, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        measured = session.latency(session.candidate, budget.batch)
+        champion = session.latency(session.champion, budget.batch) if session.champion else None
+        over = []
+        bounds = []
+        for key, limit in (("p50_ms", budget.p50_ms), ("p95_ms", budget.p95_ms)):
+            if limit is None:
+                continue
+            bounds.append(f"{key[:3]} <= {limit:g} ms")
+            if measured[key] > limit:
+                over.append(f"{key[:3]} {measured[key]:.2f} ms > {limit:g} ms")
+        return CheckResult(
+            f"performance.latency.batch_{budget.batch}", "performance", f"latency, batch {budget.batch} (p95 ms)",
+            line, "failed" if over else "passed", measured["p95_ms"], ", ".join(bounds),
+            champion["p95_ms"] if champion else None,
+            "; ".join(over) if over else f"p50 {measured['p50_ms']:.2f} ms, p95 {measured['p95_ms']:.2f} ms",
+        )  # fmt: skip
+
+    return run
+
+
+def _mft(index: int, case: MinimumFunctionalityCase, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        frame = session.perturbed[_mft_id(index)]
+        scores = session.candidate.scores(frame)
+        predicted = (scores >= session.candidate.threshold).astype(int)
+        passed = predicted == case.expect
+        rate = float(passed.mean())
+        ok = rate >= case.pass_rate
+        cases = []
+        for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]:
+            cases.append({**{c: frame[c].iloc[row] for c in case.set}, "score": scores[row], "expected": case.expect})
+        return CheckResult(
+            f"behavioral.{_mft_id(index)}", "minimum functionality", case.name, line, "passed" if ok else "failed",
+            rate, f"pass rate >= {case.pass_rate:g}", None,
+            f"{int(passed.sum())}/{len(passed)} rows predicted {case.expect} "
+            f"(threshold {session.candidate.threshold:.3g})",
+            cases,
+        )  # fmt: skip
+
+    return run
+
+
+def _perturbation_check(
+    family: Literal["invariance", "directional"],
+    index: int,
+    case: InvarianceCase | DirectionalCase,
+    line: int | None,
+) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        base = session.perturbed[f"{family}[{index}].base"]
+        changed = session.perturbed[f"{family}[{index}]"]
+        before = session.candidate.scores(base)
+        after = session.candidate.scores(changed)
+        delta = after - before
+        if isinstance(case, InvarianceCase):
+            passed = np.abs(delta) <= case.tolerance
+            rule = f"|score change| <= {case.tolerance:g}"
+        else:
+            tol = case.tolerance
+            passed = {
+                "increase": delta > tol,
+                "decrease": delta < -tol,
+                "not_decrease": delta >= -tol,
+                "not_increase": delta <= tol,
+            }[case.expect]
+            rule = f"score {case.expect.replace('_', ' ')}" + (f" (tolerance {tol:g})" if tol else "")
+        rate = float(passed.mean())
+        ok = rate >= case.pass_rate
+        cases = [
+            {f"{case.column} before": base[case.column].iloc[row], f"{case.column} after": changed[case.column].iloc[row],
+             "score before": before[row], "score after": after[row]}
+            for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]
+        ]  # fmt: skip
+        return CheckResult(
+            f"behavioral.{family}[{index}]", family, case.name, line, "passed" if ok else "failed", rate,
+            f"pass rate >= {case.pass_rate:g}", None,
+            f"{int(passed.sum())}/{len(passed)} rows keep {rule} when {case.column} is perturbed "
+            f"(median change {float(np.median(delta)):+.4g})",
+            cases,
+        )  # fmt: skip
+
+    return run
+
+
+def _no_champion(check_id: str, name: str, line: int | None, session: Session) -> CheckResult:
+    return CheckResult(
+        check_id, "baseline", name, line, "skipped",
+        message=f"no baseline yet: {session.baseline_name} does not exist (the first model passes on thresholds)",
+    )  # fmt: skip
+
+
+def _regression(name: str, allowed: float, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        if session.champion_metrics is None:
+            return _no_champion(f"baseline.{name}", f"{name} vs champion", line, session)
+        value, champion = session.candidate_metrics[name], session.champion_metrics[name]
+        ok = value >= champion - allowed
+        return CheckResult(
+            f"baseline.{name}", "baseline", f"{name} vs champion", line, "passed" if ok else "failed", value,
+            f">= champion - {allowed:g}", champion,
+            f"{name} {_fmt(value)} vs champion {_fmt(champion)} (delta {value - champion:+.4f}, allowed -{allowed:g})",
+        )  # fmt: skip
+
+    return run
+
+
+def _latency_ratio(limit: float, line: int | None) -> Callable[[Session], CheckResult]:
+    def run(session: Session) -> CheckResult:
+        if session.champion is None:
+            return _no_champion("baseline.latency_ratio", "p95 latency vs champion", line, session)
+        batch = session.ratio_batch()
+        mine = session.latency(session.candidate, batch)["p95_ms"]
+        theirs = session.latency(session.champion, batch)["p95_ms"]
+        ratio = mine / theirs if theirs > 0 else math.inf
+        ok = ratio <= limit
+        return CheckResult(
+            "baseline.latency_ratio", "baseline", f"p95 latency ratio vs champion, batch {batch}", line,
+            "passed" if ok else "failed", ratio, f"<= {limit:g}x", 1.0,
+            f"candidate p95 {mine:.2f} ms vs champion {theirs:.2f} ms (ratio {ratio:.2f})",
+        )  # fmt: skip
+
+    return run
+
+
+def promotion(session: Session, passed: bool) -> tuple[bool, str]:
+    """Whether the candidate may replace the champion, and why."""
+    baseline = session.settings.baseline
+    if not passed:
+        return False, "a check failed"
+    if baseline is None:
+        return True, "every check passed (no baseline configured)"
+    if session.champion_metrics is None:
+        return True, f"every check passed; no baseline yet ({session.baseline_name} does not exist)"
+    metric = baseline.promotion_metric
+    delta = session.candidate_metrics[metric] - session.champion_metrics[metric]
+    if delta >= baseline.promotion_margin:
+        return True, f"{metric} beats the champion by {delta:+.4f} (margin {baseline.promotion_margin:g})"
+    return False, f"{metric} beats the champion by {delta:+.4f}, less than the margin {baseline.promotion_margin:g}"
+
+
+__all__ = ["Check", "CheckResult", "Session", "config_error", "declared_checks", "promotion"]
