@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
     "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
     "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),
+    "test-model": ("test_model", "behavioral, performance and baseline checks of a candidate model, under pytest"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Read the data sources of mlgate.yaml into pandas frames (pandas only: the model-test plugin imports it in the project venv)."""
+"""Read the data sources of mlgate.yaml into pandas frames (pandas only: it also runs in the project venv)."""
 
 from __future__ import annotations
 

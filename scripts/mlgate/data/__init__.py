@@ -13,9 +13,9 @@ from mlgate.config import LoadedConfig
 from mlgate.data.drift import FeatureDrift, compare
 from mlgate.data.expectations import ExpectationOutcome, run_expectations
 from mlgate.data.leakage import LeakageResult, find_leakage
-from mlgate.sources import LoadedSource, load_source
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import InputError
+from mlgate.sources import LoadedSource, load_source
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class ModelTestReport:
 
 
 def _declared(test: dict[str, Any]) -> bool:
-    return test["nodeid"].split("::")[0].endswith(("mlgate.yaml", "mlgate.yml"))
+    return str(test["nodeid"]).split("::")[0].endswith(("mlgate.yaml", "mlgate.yml"))
 
 
 def _user_test_paths(loaded: LoadedConfig) -> list[str]:

@@ -118,7 +118,8 @@ class Session:
                 raise config_error(
                     self.loaded,
                     ("model_tests", "performance", "slices", index, "column"),
-                    f"slice column {piece.column!r} does not exist in the holdout; columns: {', '.join(sorted(columns))}",
+                    f"slice column {piece.column!r} does not exist in the holdout; "
+                    f"columns: {', '.join(sorted(columns))}",
                     "name a column of the holdout file",
                 )
         behavioral = self.settings.behavioral
@@ -131,8 +132,11 @@ class Session:
                     change_key=("set", column),
                 )  # fmt: skip
             self.perturbed[_mft_id(index)] = frame
-        for family, cases in (("invariance", behavioral.invariance), ("directional", behavioral.directional)):
-            for index, case in enumerate(cases):
+        invariance: list[InvarianceCase | DirectionalCase] = [*behavioral.invariance]
+        directional: list[InvarianceCase | DirectionalCase] = [*behavioral.directional]
+        cases = [("invariance", invariance), ("directional", directional)]
+        for family, declared in cases:
+            for index, case in enumerate(declared):
                 where = ("model_tests", "behavioral", family, index)
                 base = sample_rows(self.holdout, case.rows, self.settings.seed + index)
                 self.perturbed[f"{family}[{index}].base"] = base
@@ -187,10 +191,13 @@ def declared_checks(loaded: LoadedConfig) -> list[Check]:
     settings = settings_of(loaded)
     line = loaded.line_of
     checks: list[Check] = []
+    where: tuple[str | int, ...]
     performance = settings.performance
     for name, bound in performance.metrics.bounds().items():
         where = ("model_tests", "performance", "metrics", name)
-        checks.append(Check(f"performance.{name}", "performance", name, where, _metric_floor(name, bound, line(*where))))
+        checks.append(
+            Check(f"performance.{name}", "performance", name, where, _metric_floor(name, bound, line(*where)))
+        )
     for index, piece in enumerate(performance.slices):
         where = ("model_tests", "performance", "slices", index)
         checks.append(
@@ -206,7 +213,9 @@ def declared_checks(loaded: LoadedConfig) -> list[Check]:
     behavioral = settings.behavioral
     for index, mft in enumerate(behavioral.minimum_functionality):
         where = ("model_tests", "behavioral", "minimum_functionality", index)
-        checks.append(Check(f"behavioral.{_mft_id(index)}", "behavioral", mft.name, where, _mft(index, mft, line(*where))))
+        checks.append(
+            Check(f"behavioral.{_mft_id(index)}", "behavioral", mft.name, where, _mft(index, mft, line(*where)))
+        )
     for index, inv in enumerate(behavioral.invariance):
         where = ("model_tests", "behavioral", "invariance", index)
         checks.append(Check(f"behavioral.invariance[{index}]", "behavioral", inv.name, where,
@@ -257,12 +266,13 @@ def _slices(piece: SliceCheck, line: int | None) -> Callable[[Session], CheckRes
             )
             for name, bound in piece.metrics.bounds().items():
                 got = values[name]
-                worst = min(worst, got - bound) if not math.isnan(got) else worst
+                worst = min(worst, got) if not math.isnan(got) else worst
                 if not got >= bound:  # NaN (one class only in the slice) fails: the metric cannot be shown to hold
                     failures.append({piece.column: value, "rows": len(index), "metric": name, "value": got,
                                      "floor": bound})  # fmt: skip
         note = f"; not gated (fewer than {piece.min_rows} rows): {', '.join(small)}" if small else ""
         bounds = ", ".join(f"{name} >= {bound:g}" for name, bound in piece.metrics.bounds().items())
+        # value: the lowest metric of any gated slice (of the first declared metric when several)
         message = (
             f"{len(failures)} slice metric(s) below the floor: "
             + ", ".join(f"{f[piece.column]} {f['metric']} {_fmt(f['value'])}" for f in failures[:8])
@@ -304,16 +314,21 @@ def _mft(index: int, case: MinimumFunctionalityCase, line: int | None) -> Callab
     def run(session: Session) -> CheckResult:
         frame = session.perturbed[_mft_id(index)]
         scores = session.candidate.scores(frame)
-        predicted = (scores >= session.candidate.threshold).astype(int)
-        passed = predicted == case.expect
+        passed = (scores >= session.candidate.threshold).astype(int) == case.expect
         rate = float(passed.mean())
+        champion = session.champion
+        champion_rate = (
+            float(((champion.scores(frame) >= champion.threshold).astype(int) == case.expect).mean())
+            if champion
+            else None
+        )
         ok = rate >= case.pass_rate
         cases = []
         for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]:
             cases.append({**{c: frame[c].iloc[row] for c in case.set}, "score": scores[row], "expected": case.expect})
         return CheckResult(
             f"behavioral.{_mft_id(index)}", "minimum functionality", case.name, line, "passed" if ok else "failed",
-            rate, f"pass rate >= {case.pass_rate:g}", None,
+            rate, f"pass rate >= {case.pass_rate:g}", champion_rate,
             f"{int(passed.sum())}/{len(passed)} rows predicted {case.expect} "
             f"(threshold {session.candidate.threshold:.3g})",
             cases,
@@ -334,34 +349,42 @@ def _perturbation_check(
         before = session.candidate.scores(base)
         after = session.candidate.scores(changed)
         delta = after - before
-        if isinstance(case, InvarianceCase):
-            passed = np.abs(delta) <= case.tolerance
-            rule = f"|score change| <= {case.tolerance:g}"
-        else:
-            tol = case.tolerance
-            passed = {
-                "increase": delta > tol,
-                "decrease": delta < -tol,
-                "not_decrease": delta >= -tol,
-                "not_increase": delta <= tol,
-            }[case.expect]
-            rule = f"score {case.expect.replace('_', ' ')}" + (f" (tolerance {tol:g})" if tol else "")
+        passed, rule = _passes(case, delta)
         rate = float(passed.mean())
+        champion_rate = None
+        if session.champion is not None:
+            champion_delta = session.champion.scores(changed) - session.champion.scores(base)
+            champion_rate = float(_passes(case, champion_delta)[0].mean())
         ok = rate >= case.pass_rate
+        column = case.column
         cases = [
-            {f"{case.column} before": base[case.column].iloc[row], f"{case.column} after": changed[case.column].iloc[row],
+            {f"{column} before": base[column].iloc[row], f"{column} after": changed[column].iloc[row],
              "score before": before[row], "score after": after[row]}
             for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]
         ]  # fmt: skip
         return CheckResult(
             f"behavioral.{family}[{index}]", family, case.name, line, "passed" if ok else "failed", rate,
-            f"pass rate >= {case.pass_rate:g}", None,
+            f"pass rate >= {case.pass_rate:g}", champion_rate,
             f"{int(passed.sum())}/{len(passed)} rows keep {rule} when {case.column} is perturbed "
             f"(median change {float(np.median(delta)):+.4g})",
             cases,
         )  # fmt: skip
 
     return run
+
+
+def _passes(case: InvarianceCase | DirectionalCase, delta: np.ndarray) -> tuple[np.ndarray, str]:
+    """Which rows pass the case given their score changes, and the rule in words."""
+    if isinstance(case, InvarianceCase):
+        return np.abs(delta) <= case.tolerance, f"|score change| <= {case.tolerance:g}"
+    tol = case.tolerance
+    passed = {
+        "increase": delta > tol,
+        "decrease": delta < -tol,
+        "not_decrease": delta >= -tol,
+        "not_increase": delta <= tol,
+    }[case.expect]
+    return passed, f"score {case.expect.replace('_', ' ')}" + (f" (tolerance {tol:g})" if tol else "")
 
 
 def _no_champion(check_id: str, name: str, line: int | None, session: Session) -> CheckResult:

@@ -102,7 +102,7 @@ def load_holdout(loaded: LoadedConfig) -> Holdout:
             f"column {settings.label!r} of the holdout must hold 0/1 labels; found {bad}",
             "point model_tests.label at a binary label column (1 = the positive class the score predicts)",
         )
-    return Holdout(settings.holdout, frame, raw.astype(np.int64).to_numpy())
+    return Holdout(settings.holdout, frame, np.asarray(raw, dtype=np.int64))
 
 
 @dataclass
@@ -119,7 +119,7 @@ class ScoredModel:
     @property
     def input_schema(self) -> dict[str, str] | None:
         """Column name -> type of the model's input signature, None without one."""
-        schema = self.pyfunc.metadata.get_input_schema()
+        schema = self.pyfunc.metadata.get_input_schema()  # type: ignore[no-untyped-call]
         if schema is None or not schema.has_input_names():
             return None
         return {str(spec.name): str(getattr(spec, "type", "")) for spec in schema.inputs}
@@ -168,7 +168,7 @@ def _score_vector(output: Any, column: str | None, rows: int, uri: str) -> Score
         values = output.to_numpy()
     else:
         values = np.asarray(output)
-        if values.ndim == 2 and values.shape[1] == 2:  # predict_proba style: the positive class
+        if values.ndim == 2 and values.shape[-1] == 2:  # predict_proba style: the positive class
             values = values[:, 1]
     scores = np.asarray(values, dtype=np.float64).ravel()
     if scores.size != rows:
@@ -245,7 +245,9 @@ def check_signatures(loaded: LoadedConfig, candidate: ScoredModel, champion: Sco
     )
 
 
-def classification_metrics(labels: npt.NDArray[np.int64], scores: Scores, threshold: float, at_precision: float) -> dict[str, float]:
+def classification_metrics(
+    labels: npt.NDArray[np.int64], scores: Scores, threshold: float, at_precision: float
+) -> dict[str, float]:
     values = {name: getattr(m, name)(labels, scores, threshold) for name in THRESHOLD_METRIC_NAMES}
     values["roc_auc"] = m.roc_auc(labels, scores)
     values["pr_auc"] = m.pr_auc(labels, scores)
@@ -315,9 +317,8 @@ def perturb(
     if pd.api.types.is_integer_dtype(before) and pd.api.types.is_numeric_dtype(after):
         fractional = after.dropna() % 1 != 0
         if fractional.any():
-            problems.append(
-                f"{int(fractional.sum())} values are no longer integers (e.g. {after[fractional.index[fractional]].iloc[0]:g})"
-            )
+            example = after[fractional.index[fractional]].iloc[0]
+            problems.append(f"{int(fractional.sum())} values are no longer integers (e.g. {example:g})")
         else:
             after = after.astype(before.dtype)
     if pd.api.types.is_numeric_dtype(after) and not pd.api.types.is_bool_dtype(after):

@@ -230,8 +230,10 @@ def candidate_model(mlgate_session: Session) -> ScoredModel:
 def champion_model(mlgate_session: Session) -> ScoredModel:
     """The production model (`model_tests.baseline`); the test is skipped while there is none."""
     if mlgate_session.champion is None:
-        reason = f"{mlgate_session.baseline_name} does not exist yet" if mlgate_session.baseline_name else (
-            "model_tests.baseline is not configured"
+        reason = (
+            f"{mlgate_session.baseline_name} does not exist yet"
+            if mlgate_session.baseline_name
+            else ("model_tests.baseline is not configured")
         )
         pytest.skip(f"no champion: {reason}")
     return mlgate_session.champion
