@@ -29,6 +29,7 @@ CONFIG_NAMES = ("mlgate.yaml", "mlgate.yml")
 _SESSION = pytest.StashKey["Session | MlgateError"]()
 _RESULTS = pytest.StashKey[list[CheckResult]]()
 _TESTS = pytest.StashKey[list[dict[str, Any]]]()
+_WRITTEN = pytest.StashKey[bool]()  # the report was written early (a config error stopped the run)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -169,9 +170,6 @@ class _Recorder:
             _write_report(self.config, exitstatus=int(exitstatus))
 
 
-_WRITTEN = pytest.StashKey[bool]()
-
-
 def _write_report(config: pytest.Config, *, error: MlgateError | None = None, exitstatus: int | None = None) -> None:
     target = config.getoption("mlgate_report")
     if not target:
@@ -214,6 +212,10 @@ def _model_json(model: ScoredModel | None, values: dict[str, float] | None) -> d
 @pytest.fixture(scope="session")
 def mlgate_session(request: pytest.FixtureRequest) -> Session:
     """The loaded holdout, candidate and champion (the same objects the declared checks use)."""
+    if not request.config.getoption("mlgate_candidate"):
+        # A plain `pytest` run of the project's tests: model tests need a model. `mlgate test-model`
+        # always passes one, so under the gate this never skips.
+        pytest.skip("no candidate model: pass --mlgate-candidate models:/<model_id> (mlgate test-model does)")
     try:
         return session_of(request.config)
     except MlgateError as exc:
