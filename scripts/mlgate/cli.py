@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 from mlgate import __version__, gha
-from mlgate.errors import MlgateError
+from mlgate.errors import InputError, MlgateError
 
 # subcommand -> module under mlgate.commands; imported lazily so `mlgate lint` never loads pandas.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,6 +37,25 @@ def flag_default(name: str) -> bool | None:
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=env_default("config", "mlgate.yaml"), help="path of mlgate.yaml")
+
+
+def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri, shared by the gates that talk to MLflow."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=env_default("tracking-uri") or os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI); e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db",
+    )
+
+
+def require_tracking_uri(uri: str | None) -> str:
+    if not uri:
+        raise InputError(
+            "no MLflow tracking URI given",
+            hint="pass the tracking-uri input (from a secret or variable), --tracking-uri, or set MLFLOW_TRACKING_URI; "
+            "for a local file store use sqlite:///mlflow.db",
+        )
+    return uri
 
 
 def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_dvc_arguments, env_default, flag_default
+from mlgate.cli import (
+    add_config_argument,
+    add_dvc_arguments,
+    add_tracking_argument,
+    env_default,
+    flag_default,
+    require_tracking_uri,
+)
 from mlgate.config import PerformanceMetric, load_config
 from mlgate.errors import GateFailed, InputError
 
@@ -30,11 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("model-uri") or os.environ.get("MLGATE_CANDIDATE"),
         help="URI of the candidate model, e.g. models:/<model_id> (the train step's model-uri output)",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=env_default("tracking-uri") or os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI); the champion is read from its registry",
-    )
+    add_tracking_argument(parser)
     parser.add_argument(
         "--junit-xml",
         default=env_default("junit-xml", "mlgate-reports/model-tests.xml"),
@@ -146,15 +149,11 @@ def run(args: argparse.Namespace) -> int:
             "no candidate model given",
             hint="pass the train step's model-uri output as the model-uri input, or --model models:/<model_id>",
         )
-    if not args.tracking_uri:
-        raise InputError(
-            "no MLflow tracking URI given",
-            hint="pass the tracking-uri input (from a secret or variable), --tracking-uri, or set MLFLOW_TRACKING_URI",
-        )
+    tracking_uri = require_tracking_uri(args.tracking_uri)
     report = run_model_tests(
         loaded,
         candidate_uri=args.model,
-        tracking_uri=args.tracking_uri,
+        tracking_uri=tracking_uri,
         junit_path=Path(args.junit_xml),
         pull_data=not args.no_dvc_pull,
         dvc_remote_url=args.dvc_remote_url,

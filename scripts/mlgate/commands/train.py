@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_dvc_arguments, env_default, flag_default
+from mlgate.cli import (
+    add_config_argument,
+    add_dvc_arguments,
+    add_tracking_argument,
+    env_default,
+    flag_default,
+    require_tracking_uri,
+)
 from mlgate.config import load_config
-from mlgate.errors import GateFailed, InputError
+from mlgate.errors import GateFailed
 
 if TYPE_CHECKING:
     from mlgate.train import TrainReport
@@ -26,11 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("profile", "quick"),
         help="parameter profile under train.profiles (default: quick)",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=env_default("tracking-uri") or os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI); e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db",
-    )
+    add_tracking_argument(parser)
     parser.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -104,17 +106,12 @@ def run(args: argparse.Namespace) -> int:
     from mlgate.train import settings_of, train
 
     loaded = load_config(args.config)
-    if not args.tracking_uri:
-        raise InputError(
-            "no MLflow tracking URI given",
-            hint="pass the tracking-uri input (from a secret or variable), --tracking-uri, or set MLFLOW_TRACKING_URI; "
-            "for a local file store use sqlite:///mlflow.db",
-        )
+    tracking_uri = require_tracking_uri(args.tracking_uri)
     try:
         report = train(
             loaded,
             profile=args.profile,
-            tracking_uri=args.tracking_uri,
+            tracking_uri=tracking_uri,
             device=args.device,
             require_gpu=args.require_gpu,
             repro_check=args.repro_check,

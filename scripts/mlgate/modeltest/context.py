@@ -38,7 +38,8 @@ def settings_of(loaded: LoadedConfig) -> ModelTestsConfig:
     if settings is None:
         raise ConfigError(
             f"{loaded.path}: no `model_tests` section; the model-test gate has nothing to check",
-            hint="add model_tests.holdout and model_tests.label (and the checks) to mlgate.yaml",
+            hint="add model_tests.holdout and model_tests.label (and the checks) to mlgate.yaml, or turn the job "
+            "off (ml-ci.yml input test-model: false)",
             file=str(loaded.path),
             line=1,
         )

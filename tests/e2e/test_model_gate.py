@@ -1,0 +1,138 @@
+"""The model-test gate in the example project's PR workflow under act: real MLflow server, real models.
+
+The PR comment goes to a loopback stand-in of GitHub's REST API (tests/e2e/github_api.py), from
+which each test reads it back. The champion is seeded here with `mlgate train` and MLflow's
+registry API, as a release before the pull request would have left it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.e2e.github_api import GitHubApiStandin
+from tests.e2e.harness import BIN, ActResult, Project, Workbench
+from tests.e2e.mlflow_server import MlflowServer
+
+REPO = "example/fraud-detection"
+PR = 7
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubApiStandin]:
+    with GitHubApiStandin() as standin:
+        yield standin
+
+
+def _use_registered_model(
+    project: Project, name: str, extra_profiles: dict[str, dict[str, object]] | None = None
+) -> None:
+    """Give the project its own registered model name (tests share one MLflow server)."""
+    path = project.path / "mlgate.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["model_tests"]["baseline"]["model"] = name
+    config["train"]["profiles"].update(extra_profiles or {})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", f"model tests against {name}")
+
+
+def _seed_champion(workbench: Workbench, project: Project, server: MlflowServer, name: str, profile: str) -> str:
+    """Train a model outside the PR (the last release) and make it `models:/<name>@champion`."""
+    env = dict(project.env, MLGATE_VENV_ROOT=str(workbench.venv_root), MLFLOW_TRACKING_URI=server.uri)
+    env.pop("GITHUB_OUTPUT", None)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    done = subprocess.run(
+        [str(BIN / "mlgate"), "train", "--profile", profile, "--no-dvc-pull"],
+        cwd=project.path, env=env, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = MlflowClient(server.uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("fraud-detection").experiment_id],  # type: ignore[union-attr]
+        filter_string=f"params.`mlgate.profile` = '{profile}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    version = client.create_model_version(name, f"runs:/{runs[0].info.run_id}/model", runs[0].info.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+    return version.version
+
+
+def _one_comment(github_api: GitHubApiStandin) -> str:
+    comments = github_api.comments(REPO, PR)
+    assert len(comments) == 1, f"expected one PR comment, found {len(comments)}"
+    body = str(comments[0]["body"])
+    assert "<!-- mlgate:test-model:fraud-detection -->" in body
+    return body
+
+
+def _job_succeeded(result: ActResult, job: str) -> bool:
+    return any("Job succeeded" in line for line in result.job_lines(job))
+
+
+def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
+    workbench: Workbench, mlflow_server: MlflowServer, github_api: GitHubApiStandin
+) -> None:
+    if not os.access(BIN / "mlgate", os.X_OK):
+        pytest.fail(f"{BIN / 'mlgate'} missing: run make test (it installs the dev venv)")
+    project = workbench.new_project("model-good")
+    name = "fraud-detection-e2e-good"
+    # The champion: the same model trained on far fewer rows and one epoch, so the PR's model beats it.
+    _use_registered_model(project, name, {"release-weak": {"max_rows": 3000, "epochs": 1, "lr": 0.003}})
+    champion_version = _seed_champion(workbench, project, mlflow_server, name, "release-weak")
+
+    good = workbench.act(project, github_api=github_api)
+    assert good.returncode == 0, good.output[-8000:]
+    assert "mlgate test-model: passed; promotable" in good.output
+    assert _job_succeeded(good, "/ test-model")
+    body = _one_comment(github_api)
+    assert "mlgate test-model: ✅ passed · promotable" in body
+    assert f"`models:/{name}@champion` (version {champion_version})" in body
+    assert "| roc_auc |" in body and "beats the champion by +" in body
+    first_id = github_api.comments(REPO, PR)[0]["id"]
+
+    # The next push of the same PR trains with `amount` shuffled: a feature is broken.
+    train_py = project.path / "src" / "fraud" / "train.py"
+    source = train_py.read_text()
+    anchor = '        train_frame = read_split(args.data_dir, "train.csv")\n'
+    assert anchor in source
+    shuffle = '        train_frame["amount"] = train_frame["amount"].sample(frac=1.0, random_state=0).to_numpy()\n'
+    train_py.write_text(source.replace(anchor, anchor + shuffle))
+    project.git("commit", "-q", "-am", "train: shuffle amount (a bug)")
+    broken = workbench.act(project, github_api=github_api)
+    assert broken.returncode != 0, broken.output[-6000:]
+    assert _job_succeeded(broken, "/ train")
+    assert not _job_succeeded(broken, "/ test-model")
+    for needle in ("baseline.roc_auc", "baseline.pr_auc", "behavioral.directional[0]", "a larger amount never lowers"):
+        assert needle in broken.output, f"{needle!r} not in the act output"
+    assert "::error file=mlgate.yaml,line=" in broken.output
+
+    body = _one_comment(github_api)  # updated in place: still one comment, now the failing results
+    assert github_api.comments(REPO, PR)[0]["id"] == first_id
+    assert "mlgate test-model: ❌ failed · not promotable" in body
+    assert "directional: a larger amount never lowers the risk" in body
+    assert "first failing cases" in body and "amount before" in body
+    methods = [request.method for request in github_api.requests if "/comments" in request.path]
+    assert methods.count("POST") == 1 and methods.count("PATCH") == 1, methods
+    # The champion alias was not touched by the failing PR.
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_model_version_by_alias(name, "champion").version == champion_version
+
+
+def test_first_model_without_champion_passes_on_thresholds(workbench: Workbench, github_api: GitHubApiStandin) -> None:
+    project = workbench.new_project("model-first")
+    name = "fraud-detection-e2e-first"
+    _use_registered_model(project, name)
+    result = workbench.act(project, github_api=github_api)
+    assert result.returncode == 0, result.output[-8000:]
+    body = _one_comment(github_api)
+    assert "✅ passed · promotable" in body
+    assert f"champion: none yet: `models:/{name}@champion` does not exist, so there is no baseline" in body
+    assert "no baseline yet" in body
+    assert "| roc_auc |" in body
+    assert "5 passed, 0 failed, 1 skipped" in body  # tests/model: the champion comparison skips
