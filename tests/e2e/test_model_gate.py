@@ -8,9 +8,11 @@ registry API, as a release before the pull request would have left it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 
+import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -43,24 +45,21 @@ def _use_registered_model(
 
 def _seed_champion(workbench: Workbench, project: Project, server: MlflowServer, name: str, profile: str) -> str:
     """Train a model outside the PR (the last release) and make it `models:/<name>@champion`."""
+    outputs = project.path.parent / f"{project.path.name}-champion-outputs"
     env = dict(project.env, MLGATE_VENV_ROOT=str(workbench.venv_root), MLFLOW_TRACKING_URI=server.uri)
-    env.pop("GITHUB_OUTPUT", None)
+    env.update(GITHUB_OUTPUT=str(outputs))
     env.pop("GITHUB_STEP_SUMMARY", None)
     done = subprocess.run(
         [str(BIN / "mlgate"), "train", "--profile", profile, "--no-dvc-pull"],
         cwd=project.path, env=env, capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    client = MlflowClient(server.uri)
-    runs = client.search_runs(
-        [client.get_experiment_by_name("fraud-detection").experiment_id],  # type: ignore[union-attr]
-        filter_string=f"params.`mlgate.profile` = '{profile}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    version = client.create_model_version(name, f"runs:/{runs[0].info.run_id}/model", runs[0].info.run_id)
-    client.set_registered_model_alias(name, "champion", version.version)
-    return version.version
+    model_uri = re.search(r"^model-uri<<.*?\n(models:/\S+)\n", outputs.read_text(), re.MULTILINE | re.DOTALL)
+    assert model_uri, outputs.read_text()
+    mlflow.set_tracking_uri(server.uri)
+    version = mlflow.register_model(model_uri.group(1), name)
+    MlflowClient(server.uri).set_registered_model_alias(name, "champion", version.version)
+    return str(version.version)
 
 
 def _one_comment(github_api: GitHubApiStandin) -> str:

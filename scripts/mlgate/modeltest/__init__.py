@@ -19,6 +19,7 @@ from typing import Any
 from mlgate.config import LoadedConfig
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, GateFailed, InputError, MlgateError, ToolError
+from mlgate.modeltest.settings import settings_of
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
 
@@ -93,8 +94,6 @@ def run_model_tests(
     extra_pytest_args: list[str] | None = None,
 ) -> ModelTestReport:
     """Run the declared checks and the project's model tests against `candidate_uri`; never raises GateFailed."""
-    from mlgate.modeltest.context import settings_of
-
     settings = settings_of(loaded)
     tests = _user_test_paths(loaded)
     timings: dict[str, float] = {}

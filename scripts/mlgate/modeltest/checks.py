@@ -31,14 +31,13 @@ from mlgate.modeltest.context import (
     ScoredModel,
     check_signatures,
     classification_metrics,
-    config_error,
     load_champion,
     load_holdout,
     load_model,
     perturb,
     sample_rows,
-    settings_of,
 )
+from mlgate.modeltest.settings import config_error, settings_of
 
 Outcome = Literal["passed", "failed", "skipped"]
 FAILING_CASES_SHOWN = 5

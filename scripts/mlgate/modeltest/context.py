@@ -18,12 +18,12 @@ import pandas as pd
 from mlgate.config import (
     THRESHOLD_METRIC_NAMES,
     LoadedConfig,
-    ModelTestsConfig,
     Perturbation,
     ThresholdFromModel,
 )
-from mlgate.errors import ConfigError, InputError, ToolError
+from mlgate.errors import InputError, ToolError
 from mlgate.modeltest import metrics as m
+from mlgate.modeltest.settings import config_error, settings_of
 from mlgate.sources import load_source
 
 if TYPE_CHECKING:
@@ -31,39 +31,6 @@ if TYPE_CHECKING:
 
 Scores = npt.NDArray[np.float64]
 LATENCY_WARMUP_CALLS = 3
-
-
-def settings_of(loaded: LoadedConfig) -> ModelTestsConfig:
-    settings = loaded.model.model_tests
-    if settings is None:
-        raise ConfigError(
-            f"{loaded.path}: no `model_tests` section; the model-test gate has nothing to check",
-            hint="add model_tests.holdout and model_tests.label (and the checks) to mlgate.yaml, or turn the job "
-            "off (ml-ci.yml input test-model: false)",
-            file=str(loaded.path),
-            line=1,
-        )
-    if settings.holdout not in loaded.model.data.sources:
-        declared = ", ".join(sorted(loaded.model.data.sources)) or "none"
-        raise ConfigError(
-            f"{loaded.path}: model_tests.holdout names source {settings.holdout!r}, which is not declared "
-            f"under data.sources (declared: {declared})",
-            hint="name a source declared under data.sources, or declare the holdout file there",
-            file=str(loaded.path),
-            line=loaded.line_of("model_tests", "holdout"),
-        )
-    return settings
-
-
-def config_error(loaded: LoadedConfig, where: tuple[str | int, ...], message: str, hint: str) -> ConfigError:
-    """A ConfigError pointing at the mlgate.yaml line of the check `where` (e.g. model_tests.behavioral...)."""
-    key = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in where).replace(".[", "[")
-    return ConfigError(
-        f"{loaded.path}:{loaded.line_of(*where) or 1}: {key}: {message}",
-        hint=hint,
-        file=str(loaded.path),
-        line=loaded.line_of(*where),
-    )
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""Commands run from mlgate's own venv, which holds only what their extra installs: no stray heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# The import each command's run() does first, and the modules its venv does not have.
+BLOCKED = ("numpy", "pandas", "scipy", "great_expectations", "torch", "mlflow")
+
+
+@pytest.mark.parametrize("command", ["test_model", "train", "lint"])
+def test_command_and_its_gate_import_without_heavy_libraries(command: str) -> None:
+    gate = {"test_model": "mlgate.modeltest", "train": "mlgate.train", "lint": "mlgate.lint"}[command]
+    code = (
+        "import sys\n"
+        f"for name in {BLOCKED!r}:\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        f"import mlgate.cli, mlgate.commands.{command}, {gate}\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_test_model_reaches_its_config_checks_without_numpy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # run_model_tests imports lazily; run it as far as the first config check with NumPy unavailable.
+    config = tmp_path / "mlgate.yaml"
+    config.write_text("version: 1\nproject: p\nmodel_tests: { holdout: missing, label: y }\n")
+    code = (
+        "import sys\n"
+        f"for name in {BLOCKED!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from mlgate.cli import main\n"
+        f"sys.exit(main(['test-model', '--config', {str(config)!r}, '--model', 'models:/m-1', "
+        "'--tracking-uri', 'sqlite:///x.db', '--no-comment']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "model_tests.holdout names source 'missing'" in done.stdout + done.stderr
