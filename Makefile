@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_validate.py --rows 1000000 --out bench-results/validate.json
 	$(BIN)/python tests/benchmarks/bench_pr_gate.py --out bench-results/pr_gate.json
 	$(BIN)/python tests/benchmarks/bench_train.py --out bench-results/train.json
+	$(BIN)/python tests/benchmarks/bench_model_test.py --out bench-results/model_test.json
 
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json

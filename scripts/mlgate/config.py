@@ -257,7 +257,9 @@ class Perturbation(_Model):
     add: float | None = Field(None, description="Add this number (numeric columns).")
     scale: float | None = Field(None, description="Multiply by this number (numeric columns).")
     set: str | int | float | bool | None = Field(None, description="Replace every value with this one.")
-    replace: dict[str, str | int | float | bool] | None = Field(None, description="Map values (e.g. {US: GB}).")
+    replace: dict[str | int | float | bool, str | int | float | bool] | None = Field(
+        None, description="Map values (e.g. {US: GB} or {0: 1})."
+    )
     shuffle: bool = Field(False, description="Permute the column across rows (seeded).")
     clip: bool = Field(
         False,

@@ -220,7 +220,10 @@ class Workbench:
             timeout=1500,
             check=False,
         )
-        return ActResult(done.returncode, done.stdout + done.stderr, time.perf_counter() - started, artifacts)
+        output = done.stdout + done.stderr
+        # The whole log next to the run's artifacts: assertion messages show only its tail.
+        (artifacts.parent / f"{artifacts.name.removesuffix('-artifacts')}.log").write_text(output, encoding="utf-8")
+        return ActResult(done.returncode, output, time.perf_counter() - started, artifacts)
 
     @staticmethod
     def _github_api_args(github_api: GitHubApiStandin | None) -> list[str]:

@@ -71,7 +71,9 @@ def _one_comment(github_api: GitHubApiStandin) -> str:
 
 
 def _job_succeeded(result: ActResult, job: str) -> bool:
-    return any("Job succeeded" in line for line in result.job_lines(job))
+    # act prefixes each line with the padded job name, e.g. "[ml-ci/mlgate ML CI/test-model   ]".
+    pattern = re.compile(rf"/{re.escape(job)}\s*\].*Job succeeded")
+    return any(pattern.search(line) for line in result.output.splitlines())
 
 
 def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
@@ -88,7 +90,7 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     good = workbench.act(project, github_api=github_api)
     assert good.returncode == 0, good.output[-8000:]
     assert "mlgate test-model: passed; promotable" in good.output
-    assert _job_succeeded(good, "/ test-model")
+    assert _job_succeeded(good, "test-model")
     body = _one_comment(github_api)
     assert "mlgate test-model: ✅ passed · promotable" in body
     assert f"`models:/{name}@champion` (version {champion_version})" in body
@@ -105,8 +107,8 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     project.git("commit", "-q", "-am", "train: shuffle amount (a bug)")
     broken = workbench.act(project, github_api=github_api)
     assert broken.returncode != 0, broken.output[-6000:]
-    assert _job_succeeded(broken, "/ train")
-    assert not _job_succeeded(broken, "/ test-model")
+    assert _job_succeeded(broken, "train")
+    assert not _job_succeeded(broken, "test-model")
     for needle in ("baseline.roc_auc", "baseline.pr_auc", "behavioral.directional[0]", "a larger amount never lowers"):
         assert needle in broken.output, f"{needle!r} not in the act output"
     assert "::error file=mlgate.yaml,line=" in broken.output

@@ -19,6 +19,7 @@ from mlgate.cli import (
 )
 from mlgate.config import PerformanceMetric, load_config
 from mlgate.errors import GateFailed, InputError
+from mlgate.modeltest import is_declared_check
 
 if TYPE_CHECKING:
     from mlgate.modeltest import ModelTestReport
@@ -122,10 +123,10 @@ def render(report: ModelTestReport, config_path: str) -> str:
     for check in failed_cases:
         lines += ["", f"<details open><summary>❌ {check['name']}: first failing cases</summary>", ""]
         lines += [_case_table(check["cases"]), "", "</details>"]
-    own = [t for t in report.tests if t["when"] == "call" and not t["nodeid"].split("::")[0].endswith(".yaml")]
-    own_failed = [
-        t for t in report.tests if t["outcome"] == "failed" and not t["nodeid"].split("::")[0].endswith(".yaml")
-    ]
+    # One outcome per test: its call, or the setup that skipped or failed it (e.g. no champion yet).
+    own = [t for t in report.tests if not is_declared_check(t) and (t["when"] == "call" or t["outcome"] != "passed")]
+    own_failed = [t for t in own if t["outcome"] == "failed"]
+
     if own or own_failed:
         counts = {outcome: sum(t["outcome"] == outcome for t in own) for outcome in ("passed", "failed", "skipped")}
         lines += ["", "#### The project's own model tests", ""]

@@ -57,14 +57,14 @@ class ModelTestReport:
     @property
     def user_failures(self) -> list[dict[str, Any]]:
         """Failed or errored tests that are not declared checks (the project's own model tests)."""
-        return [t for t in self.tests if t["outcome"] == "failed" and "::" in t["nodeid"] and not _declared(t)]
+        return [t for t in self.tests if t["outcome"] == "failed" and "::" in t["nodeid"] and not is_declared_check(t)]
 
     def metrics(self, which: str) -> dict[str, float | None]:
         model = self.raw.get(which) or {}
         return dict(model.get("metrics") or {})
 
 
-def _declared(test: dict[str, Any]) -> bool:
+def is_declared_check(test: dict[str, Any]) -> bool:
     return str(test["nodeid"]).split("::")[0].endswith(("mlgate.yaml", "mlgate.yml"))
 
 

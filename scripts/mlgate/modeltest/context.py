@@ -289,6 +289,9 @@ def perturb(
             problems.append(f"{int(fractional.sum())} values are no longer integers (e.g. {example:g})")
         else:
             after = after.astype(before.dtype)
+    elif pd.api.types.is_float_dtype(before) and pd.api.types.is_numeric_dtype(after):
+        # `set: {amount: 5}` gives int64; the model's signature wants the column's own float type.
+        after = after.astype(before.dtype)
     if pd.api.types.is_numeric_dtype(after) and not pd.api.types.is_bool_dtype(after):
         for bound, outside, word in ((low, after < (low or 0), "below"), (high, after > (high or 0), "above")):
             if bound is not None and outside.any():
@@ -301,6 +304,8 @@ def perturb(
         if unknown.any():
             values = sorted({str(value) for value in after[unknown].head(50)})[:5]
             problems.append(f"values {values} are not in the allowed set of data.expectations.columns.{column}")
+    if not problems and _unchanged(before, after):
+        problems.append("no row changes (a `replace` whose keys match no value, or `set` to the current value)")
     if problems:
         raise config_error(
             loaded,
@@ -310,6 +315,10 @@ def perturb(
         )
     out[column] = after
     return out
+
+
+def _unchanged(before: pd.Series, after: pd.Series) -> bool:
+    return bool(before.reset_index(drop=True).equals(after.reset_index(drop=True)))
 
 
 def sample_rows(holdout: Holdout, rows: int, seed: int) -> pd.DataFrame:

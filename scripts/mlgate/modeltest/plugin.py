@@ -139,7 +139,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> DeclaredCh
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Load models and holdout before the first check, so a bad config stops the run with one clear error."""
-    if any(isinstance(item, DeclaredCheck) for item in session.items):
+    # With --mlgate-report (how `mlgate test-model` runs) the report needs the session even when
+    # only the project's own tests run and none of them asked for a fixture.
+    wanted = session.config.getoption("mlgate_report") and session.config.getoption("mlgate_candidate")
+    if any(isinstance(item, DeclaredCheck) for item in session.items) or (wanted and session.items):
         try:
             session_of(session.config)
         except MlgateError as exc:
