@@ -286,6 +286,7 @@ def test_first_model_passes_on_thresholds_without_a_baseline(first_model: ModelT
         assert checks[check_id]["outcome"] == "skipped"
         assert "no baseline yet" in checks[check_id]["message"]
         assert "models:/toy@champion does not exist" in checks[check_id]["message"]
+        assert "has no version with the alias @champion yet" in checks[check_id]["message"]
     others = [c for c in report.checks if c["family"] != "baseline"]
     assert all(c["outcome"] == "passed" for c in others), others
     assert report.raw["champion"] is None
@@ -639,7 +640,8 @@ def test_unregistered_baseline_model_means_no_baseline_yet(session: Callable[...
     _, gate = session(champion="good", baseline_model="fraud-detection")
     assert gate.champion is None and gate.champion_metrics is None
     assert promotion(gate, True) == (
-        True, "every check passed; no baseline yet (models:/fraud-detection@champion does not exist)",
+        True, "every check passed; no baseline yet (models:/fraud-detection@champion does not exist: the registry "
+        "has no model named 'fraud-detection' yet (a first model; if one exists, check model_tests.baseline.model))",
     )  # fmt: skip
 
 
@@ -735,6 +737,7 @@ def _session(metrics: dict[str, float] | None, baseline: BaselineChecks | None) 
         candidate_metrics={"roc_auc": 0.80, "pr_auc": 0.50},
         champion_metrics=metrics,
         baseline_name=f"models:/{baseline.model}@{baseline.alias}" if baseline else None,
+        no_champion="registered model 'toy' has no version with the alias @champion yet",
     )
 
 
@@ -744,7 +747,8 @@ def test_promotion_rules() -> None:
     assert promotion(_session(champion, margin), passed=False) == (False, "a check failed")
     assert promotion(_session(None, None), passed=True) == (True, "every check passed (no baseline configured)")
     assert promotion(_session(None, margin), passed=True) == (
-        True, "every check passed; no baseline yet (models:/toy@champion does not exist)",
+        True, "every check passed; no baseline yet (models:/toy@champion does not exist: registered model 'toy' "
+        "has no version with the alias @champion yet)",
     )  # fmt: skip
     assert promotion(_session(champion, margin), passed=True) == (
         True, "roc_auc beats the champion by +0.0200 (margin 0.01)",

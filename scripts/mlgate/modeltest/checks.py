@@ -31,9 +31,11 @@ from mlgate.modeltest.context import (
     ScoredModel,
     check_signatures,
     classification_metrics,
+    latency_ms,
     load_champion,
     load_holdout,
     load_model,
+    no_champion_reason,
     perturb,
     sample_rows,
 )
@@ -85,6 +87,7 @@ class Session:
         self.candidate: ScoredModel = load_model(loaded, candidate_uri)
         self._require_inputs(self.candidate)
         self.champion: ScoredModel | None = load_champion(loaded)
+        self.no_champion = no_champion_reason(loaded) if self.champion is None and self.settings.baseline else ""
         if self.champion is not None:
             check_signatures(loaded, self.candidate, self.champion)
             self._require_inputs(self.champion)
@@ -158,7 +161,10 @@ class Session:
     def latency(self, model: ScoredModel, batch: int) -> dict[str, float]:
         key = (model.uri, batch)
         if key not in self._latency:
-            self._latency[key] = model.latency_ms(self.holdout.frame, batch, self.settings.performance.latency_repeats)
+            models = [self.candidate, *([self.champion] if self.champion else [])]
+            measured = latency_ms(models, self.holdout.frame, batch, self.settings.performance.latency_repeats)
+            for each, result in zip(models, measured, strict=True):
+                self._latency[(each.uri, batch)] = result
         return self._latency[key]
 
     def ratio_batch(self) -> int:
@@ -389,7 +395,8 @@ def _passes(case: InvarianceCase | DirectionalCase, delta: np.ndarray) -> tuple[
 def _no_champion(check_id: str, name: str, line: int | None, session: Session) -> CheckResult:
     return CheckResult(
         check_id, "baseline", name, line, "skipped",
-        message=f"no baseline yet: {session.baseline_name} does not exist (the first model passes on thresholds)",
+        message=f"no baseline yet: {session.baseline_name} does not exist: {session.no_champion} "
+        "(the candidate is judged on the thresholds alone)",
     )  # fmt: skip
 
 
@@ -434,7 +441,10 @@ def promotion(session: Session, passed: bool) -> tuple[bool, str]:
     if baseline is None:
         return True, "every check passed (no baseline configured)"
     if session.champion_metrics is None:
-        return True, f"every check passed; no baseline yet ({session.baseline_name} does not exist)"
+        return (
+            True,
+            f"every check passed; no baseline yet ({session.baseline_name} does not exist: {session.no_champion})",
+        )
     metric = baseline.promotion_metric
     delta = session.candidate_metrics[metric] - session.champion_metrics[metric]
     if delta >= baseline.promotion_margin:

@@ -107,18 +107,24 @@ class ScoredModel:
             self._cache[key] = self.scores(holdout.frame)
         return self._cache[key]
 
-    def latency_ms(self, frame: pd.DataFrame, batch: int, repeats: int) -> dict[str, float]:
-        """p50 and p95 of `predict` on `batch` rows, in milliseconds, after a few warm-up calls."""
-        rows = frame.iloc[np.arange(batch) % len(frame)] if batch > len(frame) else frame.iloc[:batch]
-        rows = self.inputs(rows)
-        for _ in range(LATENCY_WARMUP_CALLS):
-            self.pyfunc.predict(rows)
-        samples = []
-        for _ in range(repeats):
+
+def latency_ms(models: list[ScoredModel], frame: pd.DataFrame, batch: int, repeats: int) -> list[dict[str, float]]:
+    """p50 and p95 of each model's `predict` on `batch` rows, in milliseconds, after a few warm-up calls.
+
+    The models' calls alternate, so a burst of load on a shared runner lands on both sides of a ratio.
+    """
+    rows = frame.iloc[np.arange(batch) % len(frame)] if batch > len(frame) else frame.iloc[:batch]
+    inputs = [model.inputs(rows) for model in models]
+    for _ in range(LATENCY_WARMUP_CALLS):
+        for model, data in zip(models, inputs, strict=True):
+            model.pyfunc.predict(data)
+    samples: list[list[float]] = [[] for _ in models]
+    for _ in range(repeats):
+        for model, data, timings in zip(models, inputs, samples, strict=True):
             started = time.perf_counter()
-            self.pyfunc.predict(rows)
-            samples.append((time.perf_counter() - started) * 1000.0)
-        return {"p50_ms": float(np.percentile(samples, 50)), "p95_ms": float(np.percentile(samples, 95))}
+            model.pyfunc.predict(data)
+            timings.append((time.perf_counter() - started) * 1000.0)
+    return [{"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))} for t in samples]
 
 
 def _score_vector(output: Any, column: str | None, rows: int, uri: str) -> Scores:
@@ -179,10 +185,37 @@ def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
     try:
         version = client.get_model_version_by_alias(baseline.model, baseline.alias)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+        if _not_found(exc):
             return None
         raise ToolError(f"reading models:/{baseline.model}@{baseline.alias}: {str(exc)[:300]}") from None
     return load_model(loaded, f"models:/{baseline.model}@{baseline.alias}", version=str(version.version))
+
+
+def _not_found(exc: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
+
+
+def no_champion_reason(loaded: LoadedConfig) -> str:
+    """Why there is no champion: a first model (no registered model yet) or an alias never set.
+
+    Said apart, because a typo in baseline.model also reads as "no champion" and makes every
+    candidate promotable.
+    """
+    baseline = settings_of(loaded).baseline
+    assert baseline is not None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_registered_model(baseline.model)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return (
+                f"the registry has no model named {baseline.model!r} yet (a first model; if one exists, check "
+                f"model_tests.baseline.model)"
+            )
+        raise ToolError(f"reading registered model {baseline.model!r}: {str(exc)[:300]}") from None
+    return f"registered model {baseline.model!r} has no version with the alias @{baseline.alias} yet"
 
 
 def check_signatures(loaded: LoadedConfig, candidate: ScoredModel, champion: ScoredModel) -> None:
