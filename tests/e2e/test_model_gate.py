@@ -83,8 +83,9 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
         pytest.fail(f"{BIN / 'mlgate'} missing: run make test (it installs the dev venv)")
     project = workbench.new_project("model-good")
     name = "fraud-detection-e2e-good"
-    # The champion: the same model trained on far fewer rows and one epoch, so the PR's model beats it.
-    _use_registered_model(project, name, {"release-weak": {"max_rows": 3000, "epochs": 1, "lr": 0.003}})
+    # The champion: the same model trained for one epoch (ROC AUC about 0.77): the PR's model (about
+    # 0.79) beats it by more than the margin, a model blind to `amount` (about 0.74) falls below it.
+    _use_registered_model(project, name, {"release-weak": {"max_rows": 20000, "epochs": 1, "lr": 0.003}})
     champion_version = _seed_champion(workbench, project, mlflow_server, name, "release-weak")
 
     good = workbench.act(project, github_api=github_api)
@@ -109,7 +110,7 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     assert broken.returncode != 0, broken.output[-6000:]
     assert _job_succeeded(broken, "train")
     assert not _job_succeeded(broken, "test-model")
-    for needle in ("baseline.roc_auc", "baseline.pr_auc", "behavioral.directional[0]", "a larger amount never lowers"):
+    for needle in ("baseline.roc_auc", "behavioral.directional[0]", "a larger amount never lowers"):
         assert needle in broken.output, f"{needle!r} not in the act output"
     assert "::error file=mlgate.yaml,line=" in broken.output
 
