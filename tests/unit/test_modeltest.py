@@ -791,3 +791,23 @@ def test_invariance_rule() -> None:
     passed, words = _passes(case, DELTAS)
     assert passed.tolist() == [False, True, True, True, False]
     assert words == "|score change| <= 0.05"
+
+
+def test_a_check_that_raises_is_named_in_the_failure_and_the_summary() -> None:
+    # e.g. the model's predict fails on the perturbed rows: pytest records an error, no check result.
+    raw = {
+        "passed": False, "promotable": False, "promotion": "a check failed", "baseline": None, "champion": None,
+        "holdout": {"source": "holdout", "rows": 10},
+        "candidate": {"uri": "models:/m-1", "version": None, "threshold": 0.5, "metrics": {"roc_auc": 0.8}},
+        "checks": [{"id": "performance.roc_auc", "family": "performance", "name": "roc_auc", "line": 3,
+                    "outcome": "passed", "value": 0.8, "bound": ">= 0.7", "champion": None, "message": "",
+                    "cases": []}],
+        "tests": [{"nodeid": "mlgate.yaml::behavioral.directional[0]", "when": "call", "outcome": "failed",
+                   "message": "Traceback ...\nValueError: amount above 50000 is not supported", "seconds": 0.1}],
+    }  # fmt: skip
+    report = ModelTestReport(raw=raw, exit_code=1, junit_path=Path("model-tests.xml"))
+    assert [t["nodeid"] for t in report.errored_checks] == ["mlgate.yaml::behavioral.directional[0]"]
+    assert report.user_failures == []
+    body = render(report, "mlgate.yaml")
+    assert "#### Checks that could not run" in body
+    assert "`mlgate.yaml::behavioral.directional[0]`: ValueError: amount above 50000 is not supported" in body

@@ -124,6 +124,11 @@ def render(report: ModelTestReport, config_path: str) -> str:
         lines += ["", f"<details open><summary>❌ {check['name']}: first failing cases</summary>", ""]
         lines += [_case_table(check["cases"]), "", "</details>"]
     # One outcome per test: its call, or the setup that skipped or failed it (e.g. no champion yet).
+    if report.errored_checks:
+        lines += ["", "#### Checks that could not run", ""]
+        for test in report.errored_checks:
+            last = [ln.strip() for ln in test["message"].splitlines() if ln.strip()][-1:] or [""]
+            lines.append(f"- ❌ `{test['nodeid']}`: {last[0][:300]}")
     own = [t for t in report.tests if not is_declared_check(t) and (t["when"] == "call" or t["outcome"] != "passed")]
     own_failed = [t for t in own if t["outcome"] == "failed"]
 
@@ -189,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         gha.annotation("error", f"{check['id']}: {check['message']}", file=str(loaded.path), line=check["line"],
                        title=f"mlgate test-model: {check['name']}")  # fmt: skip
     if not report.passed:
-        names = [check["id"] for check in failed] + [t["nodeid"] for t in report.user_failures]
+        errored = [t["nodeid"] for t in report.errored_checks]
+        names = [check["id"] for check in failed] + errored + [t["nodeid"] for t in report.user_failures]
         raise GateFailed(
             f"{len(names)} model check(s) failed: {', '.join(names[:12]) or 'see the pytest output'}",
             hint="the job summary shows each check against its threshold and the champion, with failing cases",

@@ -59,6 +59,15 @@ class ModelTestReport:
         """Failed or errored tests that are not declared checks (the project's own model tests)."""
         return [t for t in self.tests if t["outcome"] == "failed" and "::" in t["nodeid"] and not is_declared_check(t)]
 
+    @property
+    def errored_checks(self) -> list[dict[str, Any]]:
+        """Declared checks that raised instead of reporting (e.g. the model's predict failed on the rows)."""
+        reported = {check["id"] for check in self.checks}
+        return [
+            t for t in self.tests
+            if t["outcome"] == "failed" and is_declared_check(t) and t["nodeid"].split("::")[-1] not in reported
+        ]  # fmt: skip
+
     def metrics(self, which: str) -> dict[str, float | None]:
         model = self.raw.get(which) or {}
         return dict(model.get("metrics") or {})
