@@ -12,7 +12,6 @@ import re
 import subprocess
 from collections.abc import Iterator
 
-import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -56,9 +55,12 @@ def _seed_champion(workbench: Workbench, project: Project, server: MlflowServer,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     model_uri = re.search(r"^model-uri<<.*?\n(models:/\S+)\n", outputs.read_text(), re.MULTILINE | re.DOTALL)
     assert model_uri, outputs.read_text()
-    mlflow.set_tracking_uri(server.uri)
-    version = mlflow.register_model(model_uri.group(1), name)
-    MlflowClient(server.uri).set_registered_model_alias(name, "champion", version.version)
+    # The client API, not mlflow.register_model: no global tracking URI left behind for later tests.
+    client = MlflowClient(server.uri)
+    client.create_registered_model(name)
+    model_id = model_uri.group(1).removeprefix("models:/")
+    version = client.create_model_version(name, model_uri.group(1), model_id=model_id)
+    client.set_registered_model_alias(name, "champion", version.version)
     return str(version.version)
 
 

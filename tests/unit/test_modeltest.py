@@ -183,9 +183,12 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
     code = str(Path(modeltest_models.__file__))
     uris: dict[str, str] = {}
     versions: dict[str, str] = {}
-    with pytest.MonkeyPatch.context() as patch:
+    # Earlier tests in the same session (the e2e ones) may have set mlflow's global tracking URI,
+    # which wins over the environment: set it here and put it back afterwards.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with pytest.MonkeyPatch.context() as patch, mlflow.start_run(experiment_id=experiment):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
         client.create_registered_model(REGISTERED)
         models = {
             "good": (modeltest_models.Logistic(), wide),
@@ -201,7 +204,10 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
             uris[name] = info.model_uri
             version = client.create_model_version(REGISTERED, info.model_uri, model_id=info.model_id)
             versions[name] = str(version.version)
+    try:
         yield SimpleNamespace(uri=uri, client=client, models=uris, versions=versions)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def crown(store: SimpleNamespace, name: str | None) -> None:
