@@ -817,3 +817,18 @@ def test_a_check_that_raises_is_named_in_the_failure_and_the_summary() -> None:
     body = render(report, "mlgate.yaml")
     assert "#### Checks that could not run" in body
     assert "`mlgate.yaml::behavioral.directional[0]`: ValueError: amount above 50000 is not supported" in body
+
+
+def test_the_session_reads_the_mlgate_yaml_named_on_the_command_line() -> None:
+    # `pytest ci/mlgate.yaml` without --mlgate-config: checks and session must come from one file.
+    from mlgate.modeltest import plugin
+
+    def config(option: str | None, collected: Path | None) -> Any:
+        stash = {plugin._COLLECTED: collected} if collected else {}
+        return SimpleNamespace(getoption=lambda name: option, stash=stash, rootpath=Path("/project"))
+
+    assert plugin._config_path(config(None, Path("/project/ci/mlgate.yaml"))) == Path("/project/ci/mlgate.yaml")
+    assert plugin._config_path(config(None, None)) == Path("/project/mlgate.yaml")
+    assert plugin._config_path(config("/elsewhere/mlgate.yaml", Path("/project/ci/mlgate.yaml"))) == Path(
+        "/elsewhere/mlgate.yaml"
+    )

@@ -62,18 +62,19 @@ class CheckResult:
     cases: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {key: _clean(value) for key, value in self.__dict__.items()}
+        return {key: json_safe(value) for key, value in self.__dict__.items()}
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """`value` with NumPy scalars made Python ones and NaN made None (JSON has no NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
+        return json_safe(value.item())
     if isinstance(value, list):
-        return [_clean(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -148,15 +149,17 @@ class Session:
 
     @functools.cached_property
     def candidate_metrics(self) -> dict[str, float]:
-        return self._metrics(self.candidate, self.holdout.frame, self.holdout.labels)
+        return self._metrics(self.candidate)
 
     @functools.cached_property
     def champion_metrics(self) -> dict[str, float] | None:
-        return self._metrics(self.champion, self.holdout.frame, self.holdout.labels) if self.champion else None
+        return self._metrics(self.champion) if self.champion else None
 
-    def _metrics(self, model: ScoredModel, frame: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
-        scores = model.holdout_scores(self.holdout) if frame is self.holdout.frame else model.scores(frame)
-        return classification_metrics(labels, scores, model.threshold, self.settings.performance.at_precision)
+    def _metrics(self, model: ScoredModel) -> dict[str, float]:
+        scores = model.holdout_scores(self.holdout)
+        return classification_metrics(
+            self.holdout.labels, scores, model.threshold, self.settings.performance.at_precision
+        )
 
     def latency(self, model: ScoredModel, batch: int) -> dict[str, float]:
         key = (model.uri, batch)
@@ -452,4 +455,4 @@ def promotion(session: Session, passed: bool) -> tuple[bool, str]:
     return False, f"{metric} beats the champion by {delta:+.4f}, less than the margin {baseline.promotion_margin:g}"
 
 
-__all__ = ["Check", "CheckResult", "Session", "config_error", "declared_checks", "promotion"]
+__all__ = ["Check", "CheckResult", "Session", "config_error", "declared_checks", "json_safe", "promotion"]

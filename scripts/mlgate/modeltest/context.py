@@ -6,7 +6,6 @@ the model's own libraries live; it imports only pandas, NumPy and mlflow besides
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -359,7 +358,3 @@ def sample_rows(holdout: Holdout, rows: int, seed: int) -> pd.DataFrame:
         return holdout.frame
     order = np.sort(np.random.default_rng(seed).choice(holdout.rows, size=rows, replace=False))
     return holdout.frame.iloc[order].reset_index(drop=True)
-
-
-def finite(value: float) -> bool:
-    return not math.isnan(value)

@@ -22,13 +22,14 @@ import pytest
 
 from mlgate.config import LoadedConfig, Perturbation, load_config
 from mlgate.errors import MlgateError
-from mlgate.modeltest.checks import Check, CheckResult, Session, declared_checks, promotion
+from mlgate.modeltest.checks import Check, CheckResult, Session, declared_checks, json_safe, promotion
 from mlgate.modeltest.context import Holdout, ScoredModel
 
 CONFIG_NAMES = ("mlgate.yaml", "mlgate.yml")
 _SESSION = pytest.StashKey["Session | MlgateError"]()
 _RESULTS = pytest.StashKey[list[CheckResult]]()
 _TESTS = pytest.StashKey[list[dict[str, Any]]]()
+_COLLECTED = pytest.StashKey[Path]()  # the mlgate.yaml named on the command line, if any
 _WRITTEN = pytest.StashKey[bool]()  # the report was written early (a config error stopped the run)
 
 
@@ -50,8 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _config_path(config: pytest.Config) -> Path:
+    """--mlgate-config, else the mlgate.yaml named on the command line, else the rootdir's."""
     given = config.getoption("mlgate_config")
-    return Path(given) if given else config.rootpath / "mlgate.yaml"
+    if given:
+        return Path(given)
+    return config.stash.get(_COLLECTED, None) or config.rootpath / "mlgate.yaml"
 
 
 def _loaded(config: pytest.Config) -> LoadedConfig:
@@ -133,6 +137,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> DeclaredCh
     named = {Path(arg.split("::")[0]).resolve() for arg in parent.config.args}
     if file_path.resolve() not in named:
         return None
+    # Its checks and the session's holdout and models must come from the same file.
+    parent.config.stash[_COLLECTED] = file_path
     found: DeclaredChecks = DeclaredChecks.from_parent(parent, path=file_path)
     return found
 
@@ -203,10 +209,13 @@ def _write_report(config: pytest.Config, *, error: MlgateError | None = None, ex
     Path(target).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
 
 
-def _model_json(model: ScoredModel | None, values: dict[str, float] | None) -> dict[str, Any]:
-    assert model is not None
-    clean = {k: (None if v != v else v) for k, v in (values or {}).items()}
-    return {"uri": model.uri, "version": model.version, "threshold": model.threshold, "metrics": clean}
+def _model_json(model: ScoredModel, values: dict[str, float] | None) -> dict[str, Any]:
+    return {
+        "uri": model.uri,
+        "version": model.version,
+        "threshold": model.threshold,
+        "metrics": json_safe(values or {}),
+    }
 
 
 # Fixtures for a project's own model tests.
