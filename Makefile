@@ -30,9 +30,10 @@ test-unit: $(STAMP)
 test-static: $(STAMP)
 	$(BIN)/python -m pytest -q tests/static
 
-# The example model project's own tests (data generator, training), in its own folder and config.
+# The example model projects' own tests (data generators, training), each in its own folder and config.
 test-example: $(STAMP)
 	cd example-project && ../$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	cd example-sklearn && ../$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests/e2e
@@ -47,12 +48,12 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json
 
-# Regenerate the root action's lock from a fresh venv with every extra. The MLflow server (dev only)
+# Regenerate the root action's lock from a fresh venv with every extra (`all`). The MLflow server (dev only)
 # is resolved with them so the dev venv installs under the same pins; pins of packages an action's
 # venv does not ask for are inert there.
 lock:
 	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
-	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[lint,data,train]' 'mlflow>=3.1,<4'
+	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[all]' 'mlflow>=3.1,<4'
 	( echo "# Pins for the root action's private venv (all extras). Regenerate: make lock"; \
 	  build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e '^mlgate' -e '^pip==' ) > setup/requirements.lock
 

@@ -10,14 +10,17 @@ from importlib import import_module
 
 from mlgate import __version__, gha
 from mlgate.errors import InputError, MlgateError
+from mlgate.extras import run_gate
 
 # subcommand -> module under mlgate.commands; imported lazily so `mlgate lint` never loads pandas.
 COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("schema", "print the JSON Schema of mlgate.yaml"),
+    "check": ("check", "check mlgate.yaml and the files, columns and profiles it names, in a second"),
     "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
     "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
     "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),
     "test-model": ("test_model", "behavioral, performance and baseline checks of a candidate model, under pytest"),
+    "ci": ("ci", "run the repository's workflows on this machine under act, with local stand-ins and MLflow"),
 }
 
 
@@ -90,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, runners = build_parser()
     args = parser.parse_args(argv)
     try:
-        return runners[args.command](args)
+        # A missing optional dependency (a gate whose extra is not installed) becomes a ToolError here.
+        return run_gate(args.command, runners[args.command], args)
     except MlgateError as exc:
         gha.annotation("error", exc.message, file=exc.file, line=exc.line, title=f"mlgate {args.command}")
         if exc.hint:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlgate.errors import ConfigError
 
@@ -249,6 +249,15 @@ class PerformanceChecks(_Model):
     slices: list[SliceCheck] = Field(default_factory=list)
     latency: list[LatencyBudget] = Field(default_factory=list, description="Budgets per batch size.")
     latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
+    latency_threads: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Intra-op threads the models may use while their latency is measured: BLAS/OpenMP pools "
+        "(through threadpoolctl) and torch (`torch.set_num_threads`) are pinned to it and restored afterwards, "
+        "and the latency results state it. A threaded model on a busy shared runner otherwise measures the "
+        "runner's other load; set the serving machine's thread count to budget for it.",
+    )
 
 
 class Perturbation(_Model):
@@ -278,40 +287,65 @@ class Perturbation(_Model):
         return self
 
 
+Scalar = str | int | float | bool
+WHERE_DESCRIPTION = (
+    "Only holdout rows matching every entry take part: `{column: value}` keeps rows equal to the value, "
+    "`{column: [a, b]}` rows holding one of the values. The `rows` sample is drawn from the matching rows; "
+    "a filter that matches no row is an error."
+)
+
+
 class MinimumFunctionalityCase(_Model):
     """CheckList MFT: holdout rows with some columns set must get the expected label."""
 
     name: str
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description=WHERE_DESCRIPTION)
     set: dict[str, str | int | float | bool] = Field(description="Columns set on every sampled row.")
     expect: Literal[0, 1] = Field(description="The label the model must predict (score >= threshold is 1).")
-    rows: int = Field(200, ge=1, description="Holdout rows sampled (seeded) as the templates.")
+    rows: int = Field(200, ge=1, description="Holdout rows (matching `where`) sampled, seeded, as the templates.")
     pass_rate: float = Field(1.0, gt=0, le=1, description="Share of rows that must get the expected label.")
 
 
 class InvarianceCase(_Model):
-    """CheckList INV: a change to a column that must not matter moves the score by at most `tolerance`."""
+    """CheckList INV: a change to a column that must not matter moves the score by at most `tolerance`.
+
+    Only the sampled rows the perturbation changes are in scope (a `replace` of one category leaves
+    the others as they were); the pass rate is a share of them.
+    """
 
     name: str
     column: str
     perturb: Perturbation
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description=WHERE_DESCRIPTION)
     tolerance: float = Field(0.01, ge=0, description="Largest allowed |score change| of a row.")
-    pass_rate: float = Field(0.99, gt=0, le=1, description="Share of rows that must stay within the tolerance.")
-    rows: int = Field(1000, ge=1, description="Holdout rows sampled (seeded).")
+    pass_rate: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="Share of the rows in scope (those the perturbation changes) within the tolerance.",
+    )
+    rows: int = Field(1000, ge=1, description="Holdout rows (matching `where`) sampled, seeded.")
 
 
 class DirectionalCase(_Model):
-    """CheckList DIR: a change to a column must move the score in one direction."""
+    """CheckList DIR: a change to a column must move the score in one direction.
+
+    Only the sampled rows the perturbation changes are in scope; the pass rate is a share of them.
+    """
 
     name: str
     column: str
     perturb: Perturbation
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description=WHERE_DESCRIPTION)
     expect: Literal["increase", "decrease", "not_decrease", "not_increase"] = Field(
         description="increase/decrease: the score must move by more than `tolerance` that way; "
         "not_decrease/not_increase: it may move the other way by at most `tolerance`."
     )
     tolerance: float = Field(0.0, ge=0, description="See `expect`.")
-    pass_rate: float = Field(0.9, gt=0, le=1, description="Share of rows that must pass.")
-    rows: int = Field(1000, ge=1, description="Holdout rows sampled (seeded).")
+    pass_rate: float = Field(
+        0.9, gt=0, le=1, description="Share of the rows in scope (those the perturbation changes) that must pass."
+    )
+    rows: int = Field(1000, ge=1, description="Holdout rows (matching `where`) sampled, seeded.")
 
 
 class BehavioralChecks(_Model):
@@ -353,8 +387,12 @@ class ModelTestsConfig(_Model):
 
     holdout: str = Field(description="Name of the data source (under data.sources) the models are tested on.")
     label: str = Field(description="Column of the true label (0/1).")
-    score: str | None = Field(
-        None, description="Output column of the model's predict holding the positive-class score; default: the first."
+    score: str | Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Which output of the model's predict is the positive-class score: a column name (a "
+        "DataFrame output) or a 0-based position (an array with one column per class, e.g. 1 for scikit-learn's "
+        "predict_proba; or a DataFrame's column). A 1-D or one-column output needs none; several columns "
+        "without it is an error listing them.",
     )
     threshold: float | ThresholdFromModel = Field(
         0.5, description="Decision threshold (score >= it is positive), or {metadata: <key>} of each model."
@@ -367,6 +405,15 @@ class ModelTestsConfig(_Model):
     performance: PerformanceChecks = Field(default_factory=lambda: PerformanceChecks())
     behavioral: BehavioralChecks = Field(default_factory=lambda: BehavioralChecks())
     baseline: BaselineChecks | None = Field(None, description="Absent: no comparison with production.")
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _name_or_index(cls, value: Any) -> Any:
+        # YAML `score: 1` is an index and `score: "1"` a column name; pydantic alone would coerce `true` to 1
+        # and report a negative index twice, once per member of the union.
+        if value is None or isinstance(value, str) or (type(value) is int and value >= 0):
+            return value
+        raise ValueError(f"give an output column name or a 0-based column index, not {value!r}")
 
 
 class MlgateConfig(_Model):

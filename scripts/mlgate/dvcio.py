@@ -8,6 +8,7 @@ import sys
 
 from mlgate.config import LoadedConfig
 from mlgate.errors import ToolError
+from mlgate.extras import require
 
 
 def dvc_pull(config: LoadedConfig, names: list[str], remote_url: str | None = None) -> None:
@@ -23,6 +24,9 @@ def dvc_pull(config: LoadedConfig, names: list[str], remote_url: str | None = No
         return ToolError(message, hint=hint, file=str(config.path), line=config.line_of("data", "dvc"))
 
     executable = shutil.which("dvc")
+    if executable is None:
+        # Else `python -m dvc` would fail with "No module named dvc" in the pull's output; this names the extra.
+        require("dvc")
     command = [executable] if executable else [sys.executable, "-m", "dvc"]
     try:
         if remote_url:

@@ -1,13 +1,20 @@
-"""Every byte mlgate writes to GitHub: outputs, step summary, annotations and the PR comment."""
+"""Every byte mlgate writes to GitHub: outputs, step summary, annotations and the PR comment.
+
+Outside GitHub Actions the same calls render for a person: `path:line: level: message` instead of
+workflow commands, plain-text tables instead of Markdown, a title line instead of a log group.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import unicodedata
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -36,10 +43,16 @@ def annotation(
     title: str | None = None,
     stream: TextIO | None = None,
 ) -> str:
-    """Write a workflow command (`::error file=..,line=..::msg`) and return it.
+    """Report a finding at a file and line, and return the line written.
 
-    Outside GitHub Actions the same line is still printed: it is readable, and act shows it.
+    In GitHub Actions (and act, which sets GITHUB_ACTIONS too) a workflow command, which GitHub turns
+    into an annotation: `::error file=..,line=..::msg`. Elsewhere the form compilers use,
+    `path:line: error: msg`, which editors and terminals link to the file; the title is dropped there.
     """
+    if not in_actions():
+        text = _human_annotation(level, message, file=file, line=line, col=col)
+        print(text, file=stream or sys.stdout, flush=True)
+        return text
     props = []
     if file:
         props.append(f"file={_escape_property(repo_relative(file))}")
@@ -52,6 +65,29 @@ def annotation(
     command = f"::{level}{' ' + ','.join(props) if props else ''}::{_escape_data(message)}"
     print(command, file=stream or sys.stdout, flush=True)
     return command
+
+
+def _human_annotation(level: Level, message: str, *, file: str | None, line: int | None, col: int | None) -> str:
+    if not file:
+        return f"{level}: {message}"
+    shown = cwd_relative(file)
+    # Many messages already start with "<file>:<line>:" for the Actions log, where the annotation's
+    # location is not printed; said once here.
+    for prefix in dict.fromkeys((file, shown)):
+        match = re.match(re.escape(prefix) + r"(?::(?:\d+|\?))?:\s*", message)
+        if match:
+            message = message[match.end() :]
+            break
+    where = shown + (f":{line}" if line else "") + (f":{col}" if line and col else "")
+    return f"{where}: {level}: {message}"
+
+
+def cwd_relative(path: str) -> str:
+    """A path as a person at this terminal would type it: relative to the working directory when under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path
 
 
 def repo_relative(path: str) -> str:
@@ -75,27 +111,66 @@ def set_output(name: str, value: str) -> None:
 
 
 def add_summary(markdown: str) -> None:
-    """Append Markdown to the job summary ($GITHUB_STEP_SUMMARY); to stderr when run by hand."""
+    """Append Markdown to the job summary ($GITHUB_STEP_SUMMARY); as plain text on stderr when run by hand."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(markdown.rstrip("\n") + "\n\n")
     elif os.environ.get("MLGATE_SUMMARY_STDOUT", "1") == "1":
-        print(markdown, file=sys.stderr)
+        print(markdown if in_actions() else plain_text(markdown), file=sys.stderr)
 
 
 class group:
-    """`::group::` ... `::endgroup::` around a long log, as a context manager."""
+    """`::group::` ... `::endgroup::` around a long log, as a context manager; a title line outside Actions."""
 
     def __init__(self, title: str) -> None:
         self.title = title
 
     def __enter__(self) -> group:
-        print(f"::group::{_escape_data(self.title)}", flush=True)
+        if in_actions():
+            print(f"::group::{_escape_data(self.title)}", flush=True)
+        else:
+            print(f"==> {self.title}", flush=True)
         return self
 
     def __exit__(self, *_: object) -> None:
-        print("::endgroup::", flush=True)
+        if in_actions():
+            print("::endgroup::", flush=True)
+
+
+def set_outputs(outputs: Mapping[str, object], *, json_file: Path | None = None) -> None:
+    """Set each step output, write them all to `json_file` as one JSON object, and print them outside Actions.
+
+    A local run has no $GITHUB_OUTPUT: the file (and the printed `name: value` lines) is where a person
+    or a script finds the run id or model URI instead of reading the log. In the file values keep their
+    JSON types; as step outputs they are strings (booleans `true`/`false`, None empty, the rest JSON).
+    """
+    for name, value in outputs.items():
+        set_output(name, _output_text(value))
+    written = False
+    if json_file is not None:
+        try:
+            json_file.parent.mkdir(parents=True, exist_ok=True)
+            json_file.write_text(json.dumps(dict(outputs), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            written = True
+        except OSError as exc:
+            # The gate has run; a file it could not write must not turn its verdict into a traceback.
+            annotation("warning", f"could not write the outputs file {json_file}: {exc.strerror or exc}")
+    if not in_actions():
+        for name, value in outputs.items():
+            print(f"{name}: {_output_text(value)}")
+        if written and json_file is not None:
+            print(f"outputs file: {cwd_relative(str(json_file))}", flush=True)
+
+
+def _output_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True)
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -107,6 +182,85 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# Only the tags mlgate's own summaries use: text such as `models:/<model_id>` must survive.
+_HTML_TAG = re.compile(r"</?(?:details|summary|sub|sup|b|i|em|strong|code|kbd|p|br)\b[^>]*>", re.IGNORECASE)
+_LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)\)")
+_BOLD = re.compile(r"\*\*(?=[^\s*])(.+?)(?<=[^\s*])\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown of a summary as a person reads it in a terminal.
+
+    Tables become aligned columns; headings, bold, code spans, links, code fences and HTML tags or
+    comments lose their markup; emoji stay (they carry the verdict).
+    """
+    out: list[str] = []
+    table: list[list[str]] = []
+    for raw in _HTML_COMMENT.sub("", markdown).splitlines():
+        if _TABLE_ROW.match(raw):
+            if not _TABLE_RULE.match(raw):
+                cells = _CELL_SPLIT.split(raw.strip())[1:-1]
+                table.append([_plain_inline(cell.strip()) for cell in cells])
+            continue
+        if table:
+            out += _aligned(table)
+            table = []
+        if raw.lstrip().startswith("```"):
+            continue
+        heading = _HEADING.match(raw)
+        line = _plain_inline(heading.group(1) if heading else raw)
+        if not line.strip() and raw.strip():
+            continue  # a line of markup only, such as </details>
+        out.append(line.rstrip())
+    if table:
+        out += _aligned(table)
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
+    return text.strip("\n")
+
+
+def _plain_inline(text: str) -> str:
+    tagged = _HTML_TAG.search(text) is not None
+    text = _HTML_TAG.sub(" ", text)
+    text = _LINK.sub(lambda m: m.group(1) if m.group(1) in (m.group(2), "") else f"{m.group(1)} ({m.group(2)})", text)
+    text = _CODE.sub(r"\1", _BOLD.sub(r"\1", text)).replace("\\|", "|")
+    # A removed tag leaves spaces where it stood; elsewhere the line's own indentation is kept.
+    return re.sub(r" {2,}", " ", text).strip() if tagged else text
+
+
+def _width(text: str) -> int:
+    """Terminal columns of `text`: wide (East Asian, most emoji) count two, combining marks none."""
+    width = 0
+    previous = 0
+    for char in text:
+        if char == "\ufe0f":  # emoji presentation selector: the symbol before it is drawn two columns wide
+            width += 1 if previous == 1 else 0
+            previous = 2
+            continue
+        if unicodedata.combining(char) or char in "\u200d\ufe0e":
+            continue
+        previous = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        width += previous
+    return width
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    count = max(len(row) for row in rows)
+    rows = [row + [""] * (count - len(row)) for row in rows]
+    widths = [max(_width(row[index]) for row in rows) for index in range(count)]
+
+    def render(row: list[str]) -> str:
+        return "  ".join(cell + " " * (widths[i] - _width(cell)) for i, cell in enumerate(row)).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return [render(rows[0]), rule, *(render(row) for row in rows[1:])]
 
 
 def marker(key: str) -> str:
@@ -124,15 +278,34 @@ def pr_number() -> int | None:
     return int(number) if number else None
 
 
+def _comment_skipped_because(number: int | None, token: str | None, repo: str | None) -> str | None:
+    """Why no PR comment can be posted, with how to get one; None when it can."""
+    if not number:
+        if not os.environ.get("GITHUB_EVENT_PATH"):
+            return "not a pull request's workflow run (no GITHUB_EVENT_PATH); it is posted on pull_request events"
+        event = os.environ.get("GITHUB_EVENT_NAME") or "this event"
+        return f"{event} is not a pull request; the comment is posted on pull_request events only"
+    if not token:
+        return (
+            "no token; pass the github-token input (default: github.token) or set GITHUB_TOKEN, "
+            "and grant the job pull-requests: write"
+        )
+    if not repo:
+        return "GITHUB_REPOSITORY is not set; it names the repository of the pull request"
+    return None
+
+
 def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str | None:
     """Create or update (in place) the one PR comment carrying `marker(key)`; returns its URL.
 
-    Returns None, doing nothing, outside a pull request or without a token.
+    Outside a pull request or without a token it posts nothing, says why in one notice, and returns None.
     """
     number = pr_number()
     token = token or os.environ.get("GITHUB_TOKEN")
     repo = os.environ.get("GITHUB_REPOSITORY")
-    if not (number and token and repo):
+    skipped = _comment_skipped_because(number, token, repo)
+    if skipped:
+        annotation("notice", f"PR comment not posted: {skipped}", title="mlgate PR comment")
         return None
     api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     tagged = f"{marker(key)}\n{body}"
@@ -167,12 +340,15 @@ def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str |
 __all__ = [
     "add_summary",
     "annotation",
+    "cwd_relative",
     "group",
     "in_actions",
     "marker",
     "md_table",
+    "plain_text",
     "pr_number",
     "set_output",
+    "set_outputs",
     "upsert_pr_comment",
     "urllib",
 ]

@@ -1,7 +1,9 @@
 """`make demo`: the example project's pull-request workflow under act, on this checkout.
 
 Two pull requests: one with good data, which passes, and one whose training data drifted,
-which the data gate stops with the drifted features named. Uses only loopback and temp folders.
+which the data gate stops with the drifted features named. Each run is what `mlgate ci pr.yml`
+does (the e2e harness calls the same `run_local_ci`), against one MLflow server for both, so the
+trained model can be read back. Uses only loopback and temp folders.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from mlgate.localci import MlflowServer
+
 from tests.e2e.harness import ActResult, Workbench
-from tests.e2e.mlflow_server import MlflowServer
 
 KEEP = re.compile(r"(::error|::warning|FAILED|DRIFT|Job succeeded|Job failed|mlgate \S+ ready|✅ |❌ )")
 

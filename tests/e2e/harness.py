@@ -1,33 +1,33 @@
-"""Runs the example project's real workflows under act, with this checkout as mlgate/mlgate@v1.
+"""Runs the example projects' real workflows under act, with this checkout as mlgate/mlgate@v1.
 
-A `Workbench` holds what one test session shares: an export of this checkout (tracked and
-untracked-but-not-ignored files, exactly what a push would publish), the venv root the setup action
-reuses (as a self-hosted runner keeps its tool cache), the stand-in cache and artifact folders, and
-act's action cache. A `Project` is one copy of example-project as its own git repository, with its
-data pushed to a DVC remote of its own, on which a pull request is simulated.
+Each run goes through `mlgate.localci.run_local_ci`, the code of `mlgate ci`: the tests run what a
+team runs. What is test-only stays here: a DVC remote per project, forgetting the local data so
+that the jobs must pull it, and the GitHub API stand-in. A `Workbench` holds what one test session
+shares: one export of this checkout (tracked and untracked-but-not-ignored files, exactly what a
+push would publish), from which every project is copied and which every run resolves
+mlgate/mlgate@v1 to, and the cache folder (the runner's tool cache the setup action reuses, as a
+self-hosted runner keeps it, and the stand-ins' cache). A `Project` is one copy of an example
+project as its own git repository (with its data pushed to a DVC remote of its own when it uses
+DVC), on which a pull request is simulated.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from mlgate import RELEASE_REF, REPOSITORY
+import yaml
+from mlgate.localci import LocalCiRequest, LocalCiResult, export_tree, run_local_ci
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.e2e.github_api import GitHubApiStandin  # noqa: E402
-from tests.e2e.standins import local_repository_args  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -50,43 +50,19 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def export_checkout(source: Path, dest: Path) -> Path:
-    """Copy the files git would publish from `source` (tracked + untracked, not ignored)."""
-    listing = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], source)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in filter(None, listing.stdout.split("\0")):
-        origin = source / name
-        if not origin.is_file():  # deleted in the working tree but still in the index
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(origin, target)
-    return dest
+# What the tests read of a run: act's exit code and output, its seconds, the artifacts folder.
+ActResult = LocalCiResult
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ActResult:
-    returncode: int
-    output: str
-    seconds: float
-    artifacts: Path
-
-    def job_lines(self, job: str) -> list[str]:
-        return [line for line in self.output.splitlines() if job in line]
+# The pull request every PR run simulates (the GitHub API stand-in's tests read its comment back).
+PR_NUMBER = 7
 
 
 class Project:
-    """One copy of example-project as a git repository whose data lives in a DVC remote."""
+    """One copy of an example project as a git repository; its data lives in a DVC remote when it uses DVC."""
 
-    def __init__(self, path: Path, remote: Path) -> None:
+    def __init__(self, path: Path, remote: Path | None) -> None:
         self.path = path
-        self.remote = remote
+        self.remote = remote  # None: the data is committed to git (data.dvc: false)
         self.env = _tool_env()
         self.runs = 0
 
@@ -108,6 +84,8 @@ class Project:
 
     def forget_local_data(self) -> None:
         """Leave only what a fresh clone has, so the job must `dvc pull` from the remote."""
+        if self.remote is None:
+            return  # the data is in git: a clone has it
         for csv in (self.path / "data").glob("*.csv"):
             csv.unlink()
         shutil.rmtree(self.path / ".dvc" / "cache", ignore_errors=True)
@@ -117,55 +95,31 @@ class Workbench:
     def __init__(self, root: Path, tracking_uri: str | None = None) -> None:
         self.root = root
         self.tracking_uri = tracking_uri
-        self.mlgate = export_checkout(REPO_ROOT, root / "mlgate")
-        self.venv_root = root / "runner-tool-cache"
-        self.cache_dir = root / "standin-cache"
-        self.act_cache = root / "act-cache"
-        for folder in (self.venv_root, self.cache_dir, self.act_cache):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.mlgate = export_tree(REPO_ROOT, root / "mlgate")
+        self.cache_dir = root / "ci-cache"
+        self.venv_root = self.cache_dir / "tool-cache"  # MLGATE_VENV_ROOT of every run (run_local_ci's layout)
+        self.venv_root.mkdir(parents=True, exist_ok=True)
         self.env = _tool_env()
         self._count = 0
 
-    def new_project(self, name: str) -> Project:
+    def new_project(self, name: str, template: str = "example-project") -> Project:
+        """A copy of `template` (a folder of this checkout) as github.com/example/<its mlgate.yaml project>."""
         self._count += 1
         path = self.root / "projects" / f"{self._count:02d}-{name}"
-        shutil.copytree(self.mlgate / "example-project", path)
-        remote = self.root / "remotes" / path.name
+        shutil.copytree(self.mlgate / template, path)
+        # A project with DVC ships the script that points its remote at a folder and fills it.
+        uses_dvc = (path / "scripts" / "setup-dvc-remote.sh").is_file()
+        remote = self.root / "remotes" / path.name if uses_dvc else None
         project = Project(path, remote)
         project.git("init", "-q", "-b", "main")
-        project.git("remote", "add", "origin", "https://github.com/example/fraud-detection.git")
-        _run(["bash", "scripts/setup-dvc-remote.sh", str(remote)], path, project.env)
+        repository = yaml.safe_load((path / "mlgate.yaml").read_text(encoding="utf-8"))["project"]
+        project.git("remote", "add", "origin", f"https://github.com/example/{repository}.git")
+        if remote is not None:
+            _run(["bash", "scripts/setup-dvc-remote.sh", str(remote)], path, project.env)
         project.git("add", "-A")
         project.git("commit", "-q", "-m", "fraud-detection: initial")
         project.git("checkout", "-q", "-b", f"pr/{name}")
         return project
-
-    def event(
-        self, project: Project, number: int = 7, event: str = "pull_request", inputs: dict[str, str] | None = None
-    ) -> Path:
-        head = project.git("rev-parse", "HEAD").stdout.strip()
-        branch = project.git("branch", "--show-current").stdout.strip()
-        repository = {"full_name": "example/fraud-detection", "name": "fraud-detection"}
-        if event != "pull_request":
-            payload: dict[str, object] = {"ref": f"refs/heads/{branch}", "after": head, "repository": repository}
-            if inputs is not None:
-                payload["inputs"] = inputs
-            path = project.path.parent / f"{project.path.name}-{event}.json"
-            path.write_text(json.dumps(payload), encoding="utf-8")
-            return path
-        payload = {
-            "action": "synchronize",
-            "number": number,
-            "pull_request": {
-                "number": number,
-                "head": {"ref": project.git("branch", "--show-current").stdout.strip(), "sha": head},
-                "base": {"ref": "main"},
-            },
-            "repository": {"full_name": "example/fraud-detection", "name": "fraud-detection"},
-        }
-        path = project.path.parent / f"{project.path.name}-event.json"
-        path.write_text(json.dumps(payload), encoding="utf-8")
-        return path
 
     def act(
         self,
@@ -176,64 +130,35 @@ class Workbench:
         *,
         github_api: GitHubApiStandin | None = None,
     ) -> ActResult:
+        """`mlgate ci <workflow> --event <event>` on the project, with its DVC remote as the DVC_REMOTE_URL variable."""
         project.forget_local_data()
         # Artifacts belong to one workflow run, as on GitHub: a second run of the same project starts empty.
         project.runs += 1
-        artifacts = project.path.parent / f"{project.path.name}-run{project.runs}-artifacts"
-        command = [
-            str(BIN / "act"),
-            event,
-            "-W", f".github/workflows/{workflow}",
-            "-e", str(self.event(project, event=event, inputs=inputs)),
-            *[arg for key, value in (inputs or {}).items() for arg in ("--input", f"{key}={value}")],
-            "-P", "ubuntu-latest=-self-hosted",
-            "-P", "self-hosted=-self-hosted",
-            "-P", "gpu=-self-hosted",
-            "--local-repository", f"{REPOSITORY}@{RELEASE_REF}={self.mlgate}",
-            *local_repository_args(REPO_ROOT / "tests" / "standins"),
-            "--action-cache-path", str(self.act_cache),
-            "--action-offline-mode",
-            "--no-cache-server",
-            "--artifact-server-addr", "127.0.0.1",
-            "--artifact-server-port", str(free_port()),
-            "--artifact-server-path", str(artifacts / "server"),
-            "--var", f"DVC_REMOTE_URL={project.remote}",
-            *(["--secret", f"MLFLOW_TRACKING_URI={self.tracking_uri}"] if self.tracking_uri else []),
-            "--env", f"MLGATE_VENV_ROOT={self.venv_root}",
-            "--env", f"MLGATE_STANDIN_CACHE_DIR={self.cache_dir}",
-            "--env", f"MLGATE_STANDIN_ARTIFACT_DIR={artifacts}",
-            "--env", "DVC_NO_ANALYTICS=1",
-            *self._github_api_args(github_api),
-        ]  # fmt: skip
-        # A runner sees the host's toolchain, not this test session's venv.
-        env = dict(self.env)
-        env.pop("VIRTUAL_ENV", None)
-        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
-        started = time.perf_counter()
-        done = subprocess.run(
-            command,
-            cwd=project.path,
-            capture_output=True,
-            text=True,
+        env = {"DVC_NO_ANALYTICS": "1"}
+        secrets: dict[str, str] = {}
+        if github_api is not None:
+            # act 0.2.89 sets GITHUB_API_URL (and github.api_url) itself; an `--env` of the same name
+            # wins, in composite actions too, while the host's environment does not. `--github-instance`
+            # cannot be used: it always yields https://HOST/api/v3. act fills `github.token` from the
+            # GITHUB_TOKEN secret (and masks it in the log); it does not export GITHUB_TOKEN, the action
+            # must map it.
+            env["GITHUB_API_URL"] = github_api.url
+            secrets["GITHUB_TOKEN"] = github_api.token
+        request = LocalCiRequest(
+            project=project.path,
+            workflow=workflow,
+            event=event,
+            pr_number=PR_NUMBER,
+            inputs=inputs or {},
+            variables={"DVC_REMOTE_URL": str(project.remote)} if project.remote else {},
+            secrets=secrets,
             env=env,
-            stdin=subprocess.DEVNULL,
-            timeout=1500,
-            check=False,
+            tracking_uri=self.tracking_uri,
+            mlgate_tree=self.mlgate,
+            # Next to the project, not in it: act copies the project into every job's workspace.
+            out_dir=project.path.parent / f"{project.path.name}-run{project.runs}",
+            cache_dir=self.cache_dir,
+            host_env=self.env,
+            timeout_s=1500,
         )
-        output = done.stdout + done.stderr
-        # The whole log next to the run's artifacts: assertion messages show only its tail.
-        (artifacts.parent / f"{artifacts.name.removesuffix('-artifacts')}.log").write_text(output, encoding="utf-8")
-        return ActResult(done.returncode, output, time.perf_counter() - started, artifacts)
-
-    @staticmethod
-    def _github_api_args(github_api: GitHubApiStandin | None) -> list[str]:
-        """Point the run's GitHub API at the stand-in: `--env` for GITHUB_API_URL, `--secret` for github.token.
-
-        act 0.2.89 sets GITHUB_API_URL (and github.api_url) itself; an `--env` of the same name wins,
-        in composite actions too, while the host's environment does not. `--github-instance` cannot be
-        used: it always yields https://HOST/api/v3. act fills `github.token` from the GITHUB_TOKEN
-        secret (and masks it in the log); it does not export GITHUB_TOKEN, the action must map it.
-        """
-        if github_api is None:
-            return []
-        return ["--env", f"GITHUB_API_URL={github_api.url}", "--secret", f"GITHUB_TOKEN={github_api.token}"]
+        return run_local_ci(request)

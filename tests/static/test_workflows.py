@@ -20,8 +20,7 @@ from typing import Any
 import mlgate
 import pytest
 import yaml
-
-from tests.e2e.standins import PINS, PINS_BY_REPOSITORY, local_repository_args, standins_dir
+from mlgate.localci.pins import PINS, PINS_BY_REPOSITORY, STANDINS_DIR, local_repository_args
 
 pytestmark = pytest.mark.static
 
@@ -40,12 +39,12 @@ def _glob(*patterns: str, root: Path = REPO_ROOT) -> list[Path]:
 
 
 def workflow_files(root: Path = REPO_ROOT) -> list[Path]:
-    """Every workflow: this repository's, the example project's and the caller templates."""
+    """Every workflow: this repository's, the example projects' and the caller templates."""
     return _glob(
         ".github/workflows/*.yml",
         ".github/workflows/*.yaml",
-        "example-project/.github/workflows/*.yml",
-        "example-project/.github/workflows/*.yaml",
+        "example-*/.github/workflows/*.yml",
+        "example-*/.github/workflows/*.yaml",
         "workflows/*.yml",
         "workflows/*.yaml",
         root=root,
@@ -58,8 +57,8 @@ def action_files(root: Path = REPO_ROOT) -> list[Path]:
 
 
 def standin_files(root: Path = REPO_ROOT) -> list[Path]:
-    """The offline stand-ins for GitHub-hosted actions (tests/standins)."""
-    return _glob("tests/standins/**/action.yml", root=root)
+    """The offline stand-ins for GitHub-hosted actions that `mlgate ci` serves (package data of mlgate.localci)."""
+    return _glob("scripts/mlgate/localci/standins/**/action.yml", root=root)
 
 
 def self_referencing_files(root: Path = REPO_ROOT) -> list[Path]:
@@ -69,7 +68,7 @@ def self_referencing_files(root: Path = REPO_ROOT) -> list[Path]:
         "action.yml",
         "actions/*/action.yml",
         "workflows/*.yml",
-        "example-project/.github/workflows/*.yml",
+        "example-*/.github/workflows/*.yml",
         root=root,
     )
 
@@ -329,7 +328,7 @@ def test_third_party_uses_are_pinned(path: Path) -> None:
 
 def test_every_third_party_action_has_a_standin() -> None:
     """Each third-party `uses:` in the repository is served offline by local_repository_args."""
-    args = local_repository_args(REPO_ROOT)
+    args = local_repository_args()
     mapped: dict[str, Path] = {}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         assert flag == "--local-repository"
@@ -337,7 +336,8 @@ def test_every_third_party_action_has_a_standin() -> None:
         mapped[name] = Path(folder)
         assert Path(folder).is_absolute(), f"{value}: act needs an absolute directory"
     assert set(mapped) == {f"{pin.repository}@{pin.sha}" for pin in PINS}
-    assert local_repository_args(standins_dir(REPO_ROOT)) == args, "both root forms must give the same flags"
+    # What the package serves is what this checkout's static checks read (not another install's copy).
+    assert STANDINS_DIR == (REPO_ROOT / "scripts" / "mlgate" / "localci" / "standins").resolve()
 
     problems = []
     for path in WORKFLOWS + ACTIONS:
@@ -538,6 +538,8 @@ def test_files_were_found() -> None:
     """Guards the globs above: an empty list would make every parametrized test vanish silently."""
     assert (REPO_ROOT / "action.yml").is_file(), "the root action.yml is missing"
     assert WORKFLOWS, "no workflow found"
+    for project in ("example-project", "example-sklearn"):
+        assert any(f"{project}/.github/workflows/" in str(path) for path in WORKFLOWS), f"no workflow of {project}"
     assert ACTIONS, "no action found"
     assert len(STANDINS) >= len(PINS), f"expected a stand-in per pin, found {[_rel(p) for p in STANDINS]}"
 

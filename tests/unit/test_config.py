@@ -89,11 +89,16 @@ def test_wrong_literal_lists_allowed_values(tmp_path: Path) -> None:
     assert info.value.hint and "'int'" in info.value.hint
 
 
-def test_cli_reports_config_error_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_config_error_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.chdir(tmp_path)
     path = write(tmp_path, GOOD.replace("project: demo", "project: demo\nlnit: {}"))
     assert main(["lint", "--config", str(path)]) == 2
     captured = capsys.readouterr()
-    assert "::error" in captured.out and "lnit" in captured.out
+    # Outside Actions: `file:line: error: message`, the location said once, relative to the working directory.
+    assert captured.out.startswith(f"{path.name}:3: error: invalid key lnit: Extra inputs are not permitted")
     assert "Traceback" not in captured.out + captured.err
     assert "hint:" in captured.err
 

@@ -41,6 +41,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
     (tmp_path / "mlgate.yaml").write_text(CONFIG, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # a step in Actions: annotations are workflow commands
     monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "output.txt"))
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
     for name in ("CONFIG", "SOURCES", "DOCS_DIR", "DRIFT_CURRENT", "DVC_PULL"):

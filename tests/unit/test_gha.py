@@ -25,16 +25,121 @@ def test_multiline_output_round_trips(tmp_path: Path, monkeypatch: pytest.Monkey
     assert body == f"line one\nEOF\nline three\n{delimiter}\n"
 
 
-def test_annotation_escapes_message_and_properties(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def in_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+
+
+@pytest.fixture
+def by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+
+
+def test_annotation_escapes_message_and_properties(in_actions: None, capsys: pytest.CaptureFixture[str]) -> None:
     line = gha.annotation("error", "50% bad\nsecond", file="a,b:c.py", line=3, title="t")
     assert line == "::error file=a%2Cb%3Ac.py,line=3,title=t::50%25 bad%0Asecond"
     assert capsys.readouterr().out.strip() == line
 
 
-def test_annotation_file_is_repo_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_annotation_file_is_repo_relative(in_actions: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path))
     line = gha.annotation("warning", "m", file=str(tmp_path / "proj" / "mlgate.yaml"), line=2)
     assert line.startswith("::warning file=proj/mlgate.yaml,line=2::")
+
+
+def test_outside_actions_a_finding_reads_like_a_compiler_error(
+    by_hand: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = str(tmp_path / "proj" / "mlgate.yaml")
+    assert gha.annotation(
+        "error", "F401: `os` unused", file=str(tmp_path / "src/m.py"), line=3, col=8, title="ruff"
+    ) == ("src/m.py:3:8: error: F401: `os` unused")
+    # Messages written for the Actions log often start with their own location: it is said once.
+    said_once = gha.annotation("error", f"{config}:12: invalid key lnit", file=config, line=12)
+    assert said_once == "proj/mlgate.yaml:12: error: invalid key lnit"
+    assert gha.annotation("warning", "50% done", file="/elsewhere/x.yaml") == "/elsewhere/x.yaml: warning: 50% done"
+    assert gha.annotation("notice", "no file") == "notice: no file"
+    assert "::" not in capsys.readouterr().out
+
+
+def test_outside_actions_a_summary_is_plain_text(by_hand: None, capsys: pytest.CaptureFixture[str]) -> None:
+    markdown = "\n".join(
+        [
+            "<!-- mlgate:key -->",
+            "### mlgate lint: ❌ lint failed",
+            "",
+            "- model: `models:/<model_id>` on **cpu**, run [abc](http://mlflow/#/runs/abc)",
+            "",
+            gha.md_table(["tool", "where", "result"], [["ruff", "`src/m.py:3`", "❌"], ["mypy", "`a|b`", "✅ ok"]]),
+            "",
+            "<details><summary>Lineage tags</summary>",
+            "",
+            "</details>",
+        ]
+    )
+    gha.add_summary(markdown)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mlgate lint: ❌ lint failed",
+        "",
+        "- model: models:/<model_id> on cpu, run abc (http://mlflow/#/runs/abc)",
+        "",
+        "tool  where       result",
+        "----  ----------  ------",
+        "ruff  src/m.py:3  ❌",
+        "mypy  a|b         ✅ ok",
+        "",
+        "Lineage tags",
+    ]
+
+
+def test_in_actions_without_a_summary_file_the_markdown_is_kept(
+    in_actions: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    gha.add_summary("### **x**\n\n" + gha.md_table(["a"], [["1"]]))
+    assert capsys.readouterr().err.strip() == "### **x**\n\n| a |\n|---|\n| 1 |"
+
+
+def test_group_is_a_title_line_outside_actions(by_hand: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with gha.group("dvc pull"):
+        print("pulled")
+    assert capsys.readouterr().out == "==> dvc pull\npulled\n"
+
+
+def test_group_markers_in_actions(in_actions: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with gha.group("dvc pull"):
+        print("pulled")
+    assert capsys.readouterr().out == "::group::dvc pull\npulled\n::endgroup::\n"
+
+
+def test_outputs_go_to_a_json_file_and_are_printed_by_hand(
+    by_hand: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    outputs = {"model-uri": "models:/m-1", "metrics": {"auc": 0.9}, "reproducible": None, "passed": True}
+    gha.set_outputs(outputs, json_file=tmp_path / "mlgate-outputs" / "train.json")
+    assert json.loads((tmp_path / "mlgate-outputs" / "train.json").read_text()) == outputs
+    assert capsys.readouterr().out.splitlines() == [
+        "model-uri: models:/m-1",
+        'metrics: {"auc": 0.9}',
+        "reproducible: ",
+        "passed: true",
+        "outputs file: mlgate-outputs/train.json",
+    ]
+
+
+def test_outputs_in_actions_are_step_outputs_and_not_printed(
+    in_actions: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "out"))
+    gha.set_outputs({"passed": False, "metrics": {"auc": 0.9}, "comment-url": None}, json_file=tmp_path / "o.json")
+    text = (tmp_path / "out").read_text()
+    assert "passed<<" in text and "\nfalse\n" in text and '\n{"auc": 0.9}\n' in text and "comment-url<<" in text
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / "o.json").read_text())["passed"] is False
 
 
 def test_md_table_escapes_pipes() -> None:
@@ -118,6 +223,38 @@ def test_pr_comment_found_on_a_later_page(fake_api: list[dict[str, object]]) -> 
     assert str(fake_api[-1]["body"]).endswith("new")
 
 
-def test_pr_comment_skipped_outside_pull_request(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pr_comment_skipped_outside_pull_request_says_why(
+    by_hand: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
     assert gha.upsert_pr_comment("data", "x") is None
+    assert capsys.readouterr().out == (
+        "notice: PR comment not posted: not a pull request's workflow run (no GITHUB_EVENT_PATH); "
+        "it is posted on pull_request events\n"
+    )
+
+
+def test_pr_comment_skipped_on_a_push_event_says_why(
+    in_actions: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"ref": "refs/heads/main"}))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    assert gha.upsert_pr_comment("data", "x", token="t") is None
+    assert capsys.readouterr().out == (
+        "::notice title=mlgate PR comment::PR comment not posted: push is not a pull request; "
+        "the comment is posted on pull_request events only\n"
+    )
+
+
+def test_pr_comment_skipped_without_a_token_says_how_to_give_one(
+    fake_api: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GITHUB_TOKEN")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert gha.upsert_pr_comment("data", "x") is None
+    out = capsys.readouterr().out
+    assert out.startswith("::notice title=mlgate PR comment::PR comment not posted: no token; pass the github-token")
+    assert "pull-requests: write" in out
+    assert len(fake_api) == 1  # nothing posted

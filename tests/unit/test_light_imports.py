@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,9 +12,19 @@ import pytest
 BLOCKED = ("numpy", "pandas", "scipy", "great_expectations", "torch", "mlflow")
 
 
-@pytest.mark.parametrize("command", ["test_model", "train", "lint"])
+# Each command's module and the core module its run() imports.
+GATES = {
+    "test_model": "mlgate.modeltest",
+    "train": "mlgate.train",
+    "lint": "mlgate.lint",
+    "check": "mlgate.check",
+    "ci": "mlgate.localci",
+}
+
+
+@pytest.mark.parametrize("command", list(GATES))
 def test_command_and_its_gate_import_without_heavy_libraries(command: str) -> None:
-    gate = {"test_model": "mlgate.modeltest", "train": "mlgate.train", "lint": "mlgate.lint"}[command]
+    gate = GATES[command]
     code = (
         "import sys\n"
         f"for name in {BLOCKED!r}:\n"
@@ -39,3 +50,25 @@ def test_test_model_reaches_its_config_checks_without_numpy(tmp_path) -> None:  
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "model_tests.holdout names source 'missing'" in done.stdout + done.stderr
+
+
+def test_check_runs_to_its_verdict_without_pandas_mlflow_or_great_expectations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # `mlgate check` reads CSV headers with the csv module: a whole run, a missing column found, with
+    # the heavy libraries (and pyarrow, needed for Parquet sources only) unavailable.
+    (tmp_path / "train.csv").write_text("id,amount\n1,2.5\n")
+    config = tmp_path / "mlgate.yaml"
+    config.write_text(
+        "version: 1\nproject: p\nlint: { paths: ['.'] }\ndata:\n  sources: { train: { path: train.csv } }\n"
+        "  expectations: { columns: { amount: {}, country: {} } }\n"
+    )
+    code = (
+        "import sys\n"
+        f"for name in {(*BLOCKED, 'pyarrow')!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from mlgate.cli import main\n"
+        f"sys.exit(main(['check', '--config', {str(config)!r}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "mlgate.yaml:6: error: data.expectations.columns: column 'country' is not in source 'train'" in done.stdout

@@ -27,7 +27,7 @@ from mlgate.config import BaselineChecks, DirectionalCase, InvarianceCase, Loade
 from mlgate.errors import ConfigError, InputError
 from mlgate.modeltest import ModelTestReport, run_model_tests
 from mlgate.modeltest.checks import Session, _passes, declared_checks, promotion
-from mlgate.modeltest.context import perturb
+from mlgate.modeltest.context import latency_ms, perturb, score_vector, threads_note
 
 ROWS = 3000
 COUNTRIES = ["US", "GB", "DE", "FR"]
@@ -51,7 +51,7 @@ data:
 model_tests:
   holdout: $holdout  # holdout
   label: label  # label
-  score: score
+  score: $score  # score
   tests: $tests  # tests
   performance:
     metrics: {roc_auc: 0.55, pr_auc: 0.25}
@@ -65,12 +65,14 @@ model_tests:
   behavioral:
     minimum_functionality:
       - name: a small purchase at rest is not fraud
+        where: $mft_where  # mft-where
         set: $mft_set  # mft-set
         expect: 0
     invariance:
       - name: the country does not matter
         column: $country_column  # invariance-column
         perturb: $country_perturb  # invariance-perturb
+        where: $country_where  # invariance-where
         tolerance: 0.001
     directional:
       - name: a larger amount raises the risk  # amount-case
@@ -80,7 +82,8 @@ model_tests:
       - name: more transactions never lower the risk
         column: velocity
         perturb: $velocity_perturb  # velocity-perturb
-        expect: not_decrease
+        where: $velocity_where  # velocity-where
+        expect: $velocity_expect
   baseline:  # baseline
     model: $baseline_model
     alias: champion
@@ -92,6 +95,11 @@ model_tests:
 )
 DEFAULTS = {
     "holdout": "holdout",
+    "score": "score",
+    "mft_where": "{}",
+    "country_where": "{}",
+    "velocity_where": "{}",
+    "velocity_expect": "not_decrease",
     "tests": "[]",
     "slice_column": "country",
     "mft_set": "{amount: 5.0, velocity: 0}",
@@ -194,6 +202,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
             "good": (modeltest_models.Logistic(), wide),
             "blind": (modeltest_models.Logistic(amount_weight=0.0), wide),
             "narrow": (modeltest_models.Logistic(), narrow),  # same scores, a signature without `country`
+            "columns": (modeltest_models.Logistic(output="columns"), wide),  # label, legit, fraud
+            "small-batches": (modeltest_models.Logistic(output="small-batches"), wide),  # raises on the holdout
         }
         for name, (model, columns) in models.items():
             inputs = frame[columns]
@@ -204,8 +214,18 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
             uris[name] = info.model_uri
             version = client.create_model_version(REGISTERED, info.model_uri, model_id=info.model_id)
             versions[name] = str(version.version)
+        # scikit-learn's flavor with predict_proba: the pyfunc returns an array with a column per class.
+        from sklearn.linear_model import LogisticRegression
+
+        holdout = pd.read_csv(data_dir / "holdout.csv")
+        proba = LogisticRegression().fit(holdout[narrow], holdout["label"])
+        info = mlflow.sklearn.log_model(
+            proba, name="proba", pyfunc_predict_fn="predict_proba", pip_requirements=["scikit-learn"],
+            signature=infer_signature(frame[narrow], proba.predict_proba(frame[narrow])),
+        )  # fmt: skip
+        uris["proba"] = info.model_uri
     try:
-        yield SimpleNamespace(uri=uri, client=client, models=uris, versions=versions)
+        yield SimpleNamespace(uri=uri, client=client, models=uris, versions=versions, proba=proba)
     finally:
         mlflow.set_tracking_uri(previous)
 
@@ -359,7 +379,11 @@ def test_worse_candidate_fails_on_baseline_and_direction(worse_than_good: ModelT
     assert report.raw["promotion"] == "a check failed"
     direction = by_id(report)["behavioral.directional[0]"]
     assert direction["value"] == 0.0
-    assert direction["message"].startswith("0/1000 rows keep score increase when amount is perturbed")
+    assert direction["message"].startswith(
+        "0/1000 rows in scope keep score increase when amount is perturbed (1000 of 1000 rows in scope: the "
+        "sampled ones that the perturbation changes; median change +0)"
+    )
+    assert direction["rows"] == 1000
     assert direction["cases"][0]["amount after"] == pytest.approx(direction["cases"][0]["amount before"] + 500)
     assert direction["cases"][0]["score after"] == direction["cases"][0]["score before"]
     regression = by_id(report)["baseline.roc_auc"]
@@ -381,6 +405,7 @@ def run_cli(
     """`mlgate test-model` around a real run's report: exit code, stdout, step outputs and job summary."""
     monkeypatch.setattr(mlgate.modeltest, "run_model_tests", lambda loaded, **kwargs: report)
     outputs, summary = tmp_path / "outputs.txt", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     config = report.junit_path.parent.parent / "mlgate.yaml"
@@ -406,7 +431,7 @@ def test_cli_fails_the_gate_naming_the_checks(
     config = worse_than_good.junit_path.parent.parent / "mlgate.yaml"
     line = line_with(config.read_text(), "amount-case")
     annotation = f"::error file={config},line={line},title=mlgate test-model%3A a larger amount raises the risk::"
-    assert annotation + "behavioral.directional[0]: 0/1000 rows keep score increase when amount is" in out
+    assert annotation + "behavioral.directional[0]: 0/1000 rows in scope keep score increase when amount" in out
     assert outputs["passed"] == "false" and outputs["promotable"] == "false"
     assert '"champion": {' in outputs["metrics"]
     assert "a larger amount raises the risk: first failing cases" in summary
@@ -726,7 +751,11 @@ def test_shuffle_permutes_the_values_reproducibly(declared: LoadedConfig) -> Non
 def test_a_perturbation_that_changes_nothing_is_an_error(declared: LoadedConfig) -> None:
     # An invariance check on unchanged rows would pass whatever the model does.
     frame = pd.DataFrame({"country": COUNTRIES * 2, "velocity": [0, 1] * len(COUNTRIES)})
-    with pytest.raises(ConfigError, match=r"directional\[0\]\.perturb: .*no row changes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"directional\[0\]\.perturb: no row in scope changes: the perturbation of 'country' leaves each "
+        r"of the 8 rows as it was",
+    ):
         perturb(declared, frame, "country", Perturbation(replace={"XX": "US"}), WHERE)
     swapped = perturb(declared, frame, "velocity", Perturbation(replace={0: 1}), WHERE)["velocity"]
     assert swapped.tolist() == [1] * len(frame)  # integer keys map integer values
@@ -832,3 +861,297 @@ def test_the_session_reads_the_mlgate_yaml_named_on_the_command_line() -> None:
     assert plugin._config_path(config("/elsewhere/mlgate.yaml", Path("/project/ci/mlgate.yaml"))) == Path(
         "/elsewhere/mlgate.yaml"
     )
+
+
+# --- which output of predict is the score (model_tests.score) ----------------------------------------------
+
+
+def test_predict_proba_reads_the_column_score_names(
+    session: Callable[..., tuple[Path, Session]], store: SimpleNamespace, data_dir: Path
+) -> None:
+    # scikit-learn's flavor with pyfunc_predict_fn="predict_proba": an array with one column per class.
+    _, gate = session(candidate="proba", score="1")
+    holdout = pd.read_csv(data_dir / "holdout.csv")[["amount", "velocity"]]
+    np.testing.assert_array_equal(gate.candidate.holdout_scores(gate.holdout), store.proba.predict_proba(holdout)[:, 1])
+    assert gate.candidate_metrics["roc_auc"] == pytest.approx(0.749, abs=0.01)
+    results = {check.id: check.run(gate) for check in declared_checks(gate.loaded)}
+    assert results["performance.roc_auc"].outcome == "passed"
+    assert results["behavioral.directional[0]"].outcome == "passed"  # a larger amount raises the score
+    # The other column is the other class: the index decides, nothing is guessed.
+    _, other = session(candidate="proba", score="0")
+    assert other.candidate_metrics["roc_auc"] == pytest.approx(1 - gate.candidate_metrics["roc_auc"])
+
+
+@pytest.mark.parametrize("score", ["fraud", "2"])
+def test_a_column_of_a_frame_by_name_or_position(session: Callable[..., tuple[Path, Session]], score: str) -> None:
+    _, gate = session(candidate="columns", score=score)
+    expected = modeltest_models.Logistic().predict(None, gate.holdout.frame)["score"].to_numpy()
+    np.testing.assert_array_equal(gate.candidate.holdout_scores(gate.holdout), expected)
+
+
+@pytest.mark.parametrize("score", ["null", "0", "score"])
+def test_a_single_column_needs_no_score(session: Callable[..., tuple[Path, Session]], score: str) -> None:
+    _, gate = session(score=score)
+    expected = modeltest_models.Logistic().predict(None, gate.holdout.frame)["score"].to_numpy()
+    np.testing.assert_array_equal(gate.candidate.holdout_scores(gate.holdout), expected)
+
+
+FRAME_CHOICES = "set model_tests.score to one of the column names (decision, legit, fraud) or a position 0..2"
+ARRAY_CHOICES = "set model_tests.score to an index 0..1 (scikit-learn's predict_proba: 1 is the class 1 of a 0/1 label)"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "score", "message", "hint"),
+    [
+        pytest.param(
+            "proba", "null", "predict returns an array of shape (3000, 2) (one column per class, without names) "
+            "and model_tests.score does not say which column is the positive-class score", ARRAY_CHOICES,
+            id="array-no-score",
+        ),
+        pytest.param(
+            "proba", "2", "predict returns an array of shape (3000, 2), so index 2 is out of range", ARRAY_CHOICES,
+            id="array-index",
+        ),
+        pytest.param(
+            "proba", "fraud", "predict returns an array of shape (3000, 2), whose columns have no names; 'fraud' "
+            "names none", ARRAY_CHOICES, id="array-name",
+        ),
+        pytest.param(
+            "columns", "null", "predict returns 3 columns (decision, legit, fraud) and model_tests.score does not say "
+            "which one is the positive-class score", FRAME_CHOICES, id="frame-no-score",
+        ),
+        pytest.param(
+            "columns", "fraud_probability", "predict returns the columns decision, legit, fraud; none is named "
+            "'fraud_probability'", FRAME_CHOICES, id="frame-name",
+        ),
+        pytest.param(
+            "columns", "3", "predict returns 3 column(s) (decision, legit, fraud), so position 3 is out of range",
+            FRAME_CHOICES, id="frame-index",
+        ),
+        pytest.param(
+            "columns", "decision", "predict returns non-numeric values in column 'decision' (", "point "
+            "model_tests.score at the positive-class probability or score, not a predicted label", id="frame-labels",
+        ),
+        pytest.param(
+            "good", "probability", "predict returns the columns score; none is named 'probability'",
+            "remove model_tests.score (a single output needs none) or set it to 'score' or 0", id="single-name",
+        ),
+    ],
+)  # fmt: skip
+def test_a_score_that_names_no_output_is_an_error_listing_the_outputs(
+    session: Callable[..., tuple[Path, Session]],
+    store: SimpleNamespace,
+    candidate: str,
+    score: str,
+    message: str,
+    hint: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        session(candidate=candidate, score=score)
+    config = Path(str(caught.value.file))
+    assert_points_at(caught.value, config, "model_tests.score", "score")
+    assert f"model_tests.score: {store.models[candidate]}: {message}" in caught.value.message
+    assert (caught.value.hint or "").startswith(hint)
+
+
+def test_a_score_error_reaches_the_cli_as_one_message_and_exit_code_2(
+    make_project: Callable[..., Path],
+    store: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Found inside the pytest run in the project venv; the user reads one message and its hint, no traceback.
+    crown(store, None)
+    config = make_project(score="null")
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.chdir(config.parent)
+    code = cli.main(["test-model", "--config", str(config), "--model", store.models["proba"], "--tracking-uri",
+                     store.uri, "--no-comment"])  # fmt: skip
+    out, err = capfd.readouterr()
+    assert code == 2
+    message = f"model_tests.score: {store.models['proba']}: predict returns an array of shape (3000, 2)"
+    hint = f"hint: {ARRAY_CHOICES}"
+    assert (out + err).count(message) == 1 and (out + err).count(hint) == 1
+    assert message in out and hint in err  # the annotation on stdout, the hint on stderr
+    assert "Traceback" not in out + err and "INTERNALERROR" not in out + err
+
+
+def test_a_model_that_fails_on_the_holdout_is_one_input_error(session: Callable[..., tuple[Path, Session]]) -> None:
+    with pytest.raises(InputError) as caught:
+        session(candidate="small-batches")
+    assert caught.value.message.endswith(
+        "predict failed on the holdout 'holdout' (3000 rows): ValueError: batches above 100 rows are not "
+        "supported (got 3000)"
+    )
+    assert "mlflow.pyfunc.load_model" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("output", "score", "expected"),
+    [
+        (pd.Series([0.1, 0.9], name="p"), None, [0.1, 0.9]),
+        (pd.Series([0.1, 0.9]), 0, [0.1, 0.9]),
+        (np.array([[0.1], [0.9]]), None, [0.1, 0.9]),
+        (np.array([0.1, 0.9], dtype=object), None, [0.1, 0.9]),
+        (np.array([True, False]), None, [1.0, 0.0]),
+        ([[0.9, 0.1], [0.2, 0.8]], 1, [0.1, 0.8]),
+    ],
+)
+def test_score_vector_reads_each_kind_of_output(
+    declared: LoadedConfig, output: Any, score: str | int | None, expected: list[float]
+) -> None:
+    assert score_vector(declared, output, score, 2, "models:/m").tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "error", "message"),
+    [
+        (
+            np.array(["fraud", "ok"]),
+            ConfigError,
+            "predict returns non-numeric values in its scores (<U5, e.g. 'fraud')",
+        ),
+        (np.zeros((2, 2, 2)), InputError, "models:/m: predict returns an array of shape (2, 2, 2); mlgate reads one"),
+        (np.array([0.5, np.nan]), InputError, "models:/m: predict returned NaN as the score of 1 of 2 rows"),
+        (np.array([0.5, 0.2, 0.1]), InputError, "models:/m: predict returned 3 scores for 2 rows"),
+    ],
+)
+def test_score_vector_rejects_outputs_without_one_number_per_row(
+    declared: LoadedConfig, output: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        score_vector(declared, output, None, 2, "models:/m")
+    assert message in str(caught.value)
+
+
+# --- behavioral checks judge the rows in scope -------------------------------------------------------------
+
+
+def test_a_replace_judges_only_the_rows_it_changes(session: Callable[..., tuple[Path, Session]]) -> None:
+    _, gate = session()  # the country check replaces US with GB: the other countries are out of scope
+    scope = gate.scopes["invariance[0]"]
+    assert scope.sampled == 1000 and 200 < scope.rows < 300
+    assert set(scope.base["country"]) == {"US"} and set(scope.changed["country"]) == {"GB"}
+    result = next(c for c in declared_checks(gate.loaded) if c.id == "behavioral.invariance[0]").run(gate)
+    assert result.outcome == "passed" and result.rows == scope.rows
+    assert result.message.startswith(
+        f"{scope.rows}/{scope.rows} rows in scope keep |score change| <= 0.001 when country is perturbed "
+        f"({scope.rows} of 1000 rows in scope: the sampled ones that the perturbation changes; median change +0)"
+    )
+
+
+def test_unchanged_rows_are_not_failures_of_a_directional_check(session: Callable[..., tuple[Path, Session]]) -> None:
+    # Only rows at velocity 0 change: ~2% of the sample. Counted as failures, they would fail an `increase`.
+    def run(expect: str) -> Any:
+        _, gate = session(velocity_perturb="{replace: {0: 5}}", velocity_expect=expect)
+        check = next(c for c in declared_checks(gate.loaded) if c.id == "behavioral.directional[1]")
+        return gate.scopes["directional[1]"], check.run(gate)
+
+    scope, increase = run("increase")
+    assert 0 < scope.rows < 50 and set(scope.base["velocity"]) == {0}
+    assert increase.outcome == "passed" and increase.value == 1.0 and increase.rows == scope.rows
+    _, decrease = run("decrease")  # the same rows show the check can fail: the model does raise the score
+    assert decrease.outcome == "failed" and decrease.value == 0.0
+    assert decrease.message.startswith(f"0/{scope.rows} rows in scope keep score decrease when velocity is perturbed")
+
+
+def test_where_selects_the_rows_a_check_samples(session: Callable[..., tuple[Path, Session]], data_dir: Path) -> None:
+    holdout = pd.read_csv(data_dir / "holdout.csv")
+    _, gate = session(
+        country_where="{country: US}", velocity_where="{country: [DE, FR], velocity: [1, 2]}",
+        mft_where="{country: DE}",
+    )  # fmt: skip
+    checks = {check.id: check for check in declared_checks(gate.loaded)}
+    us = int((holdout["country"] == "US").sum())  # fewer than `rows: 1000`: every matching row is sampled
+    invariance = checks["behavioral.invariance[0]"].run(gate)
+    assert invariance.rows == us
+    assert f"({us} of {us} rows in scope: the sampled ones where country = US that the perturbation changes; " in (
+        invariance.message
+    )
+    directional = gate.scopes["directional[1]"]
+    matching = holdout[holdout["country"].isin(["DE", "FR"]) & holdout["velocity"].isin([1, 2])]
+    assert directional.sampled == len(matching) and directional.rows == len(matching)
+    assert set(directional.base["country"]) == {"DE", "FR"} and set(directional.base["velocity"]) == {1, 2}
+    assert set(directional.changed["velocity"]) == {3, 4}
+    assert "where country in [DE, FR] and velocity in [1, 2]" in checks["behavioral.directional[1]"].run(gate).message
+    mft = checks["behavioral.minimum_functionality[0]"].run(gate)
+    assert set(gate.scopes["minimum_functionality[0]"].base["country"]) == {"DE"}
+    assert mft.rows == 200 and mft.message.endswith("(threshold 0.5; 200 sampled rows where country = DE)")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "marker", "message"),
+    [
+        pytest.param(
+            {"country_where": "{country: XX}"}, "model_tests.behavioral.invariance[0].where", "invariance-where",
+            "where country = 'XX' matches none of the holdout's 3000 rows (country holds e.g. ", id="no-row",
+        ),
+        pytest.param(
+            {"mft_where": "{merchant: shop}"}, "model_tests.behavioral.minimum_functionality[0].where.merchant",
+            "mft-where", "column 'merchant' does not exist in the holdout", id="no-column",
+        ),
+        pytest.param(
+            {"velocity_where": "{velocity: ['1']}"}, "model_tests.behavioral.directional[1].where", "velocity-where",
+            "where velocity in ['1'] matches none of the holdout's 3000 rows", id="text-for-a-number",
+        ),
+        pytest.param(
+            {"country_where": "{country: DE}"}, "model_tests.behavioral.invariance[0].perturb", "invariance-perturb",
+            "no row in scope changes: the perturbation of 'country' leaves each of the ", id="nothing-in-scope",
+        ),
+    ],
+)  # fmt: skip
+def test_a_where_without_rows_in_scope_is_a_config_error(
+    session: Callable[..., tuple[Path, Session]], overrides: dict[str, str], key: str, marker: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        session(**overrides)
+    assert_points_at(caught.value, Path(str(caught.value.file)), key, marker)
+    assert message in caught.value.message
+    if marker == "invariance-perturb":  # where: {country: DE} keeps no US row for `replace: {US: GB}` to change
+        assert "sampled rows where country = DE as it was" in caught.value.message
+
+
+def test_the_summary_shows_the_rows_in_scope(first_model: ModelTestReport) -> None:
+    checks = by_id(first_model)
+    invariance = checks["behavioral.invariance[0]"]
+    assert 200 < invariance["rows"] < 300 and checks["performance.slices.country"]["rows"] is None
+    text = render(first_model, "mlgate.yaml")
+    assert "| check | candidate | champion | required | rows | result | detail |" in text
+    row = next(line for line in text.splitlines() if "the country does not matter" in line)
+    assert f"| pass rate >= 0.99 | {invariance['rows']} | ✅ |" in row
+
+
+# --- latency with pinned threads ---------------------------------------------------------------------------
+
+
+def test_latency_is_measured_with_pinned_threads(first_model: ModelTestReport) -> None:
+    latency = by_id(first_model)["performance.latency.batch_100"]
+    assert "; 1 thread (model_tests.performance.latency_threads; pinned: " in latency["message"]
+
+
+def test_pinned_threads_limit_the_pools_and_torch_and_restore_them() -> None:
+    torch = pytest.importorskip("torch")
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[tuple[set[int], int]] = []
+
+    class Recorder:
+        def predict(self, data: pd.DataFrame) -> None:
+            seen.append(({pool["num_threads"] for pool in threadpool_info()}, torch.get_num_threads()))
+
+    model: Any = SimpleNamespace(inputs=lambda frame: frame, pyfunc=Recorder())
+    original = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threadpool_limits(limits=2):
+            outside = {pool["num_threads"] for pool in threadpool_info()}
+            measured, pinned = latency_ms([model], pd.DataFrame({"x": range(10)}), 4, 3, threads=1)
+            assert {pool["num_threads"] for pool in threadpool_info()} == outside  # restored
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
+    assert outside == {2} and "torch" in pinned and len(pinned) > 1  # torch and at least one native pool
+    assert seen == [({1}, 1)] * 6  # 3 warm-up and 3 timed calls
+    assert set(measured[0]) == {"p50_ms", "p95_ms"}
+    assert threads_note(1, pinned).startswith("1 thread (model_tests.performance.latency_threads; pinned: ")
+    assert threads_note(4, []) == "4 threads requested, nothing to pin (threadpoolctl not installed, torch not loaded)"

@@ -3,6 +3,7 @@ for a model project's: profile, seed and device reach it, lineage tags and the m
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,6 +125,23 @@ def test_cli_writes_outputs_and_summary(
     assert '"training":' in text  # the timings output: seconds per phase
 
 
+def test_local_run_writes_its_outputs_to_a_file_and_prints_the_model_uri(
+    project: Path, store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "MLGATE_INPUT_OUTPUTS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["train", "--config", str(project / "mlgate.yaml"), "--tracking-uri", store]) == 0
+    outputs = json.loads((project / "mlgate-outputs" / "train.json").read_text())
+    assert outputs["model-uri"].startswith("models:/m-")
+    assert outputs["profile"] == "quick" and outputs["device"] == "cpu" and outputs["reproducible"] is None
+    assert outputs["metrics"]["seed_seen"] == 7
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert f"model-uri: {outputs['model-uri']}" in lines and f"run-id: {outputs['run-id']}" in lines
+    assert lines[-1] == "outputs file: proj/mlgate-outputs/train.json"  # relative to the working directory
+    assert "### " not in out.err and "mlgate train: ✅ trained (profile quick)" in out.err  # the summary, as text
+
+
 def test_undeclared_profile_names_the_declared_ones(project: Path, store: str) -> None:
     with pytest.raises(ConfigError) as caught:
         train(load_config(project / "mlgate.yaml"), profile="full", tracking_uri=store)
@@ -243,6 +261,14 @@ def test_device_choice_names_the_cause_and_falls_back_when_allowed() -> None:
     )
     assert choose(gpu, "auto", require_gpu=True).chosen == "cuda"
     assert choose(gpu, "cpu", require_gpu=False).chosen == "cpu"
+
+
+def test_a_project_without_torch_trains_on_the_cpu_without_a_gpu_warning() -> None:
+    # A scikit-learn project has no GPU to miss: "no GPU visible" on its every run would be noise.
+    chosen = choose(_info(torch=None, torch_cuda=None), "auto", require_gpu=False)
+    assert chosen.chosen == "cpu"
+    assert chosen.note == "CPU (the project environment has no torch)"
+    assert not chosen.note.startswith("no GPU")  # what `mlgate train` warns on
 
 
 def test_dvc_stage_runs_with_force_and_is_tracked(project: Path, store: str) -> None:

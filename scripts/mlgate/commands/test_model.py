@@ -29,6 +29,8 @@ METRICS: tuple[PerformanceMetric, ...] = (
 )  # fmt: skip
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
 CASE_COLUMNS = 6
+# Relative to the project root: a local run's verdict and metrics, without reading the log.
+OUTPUTS_FILE = "mlgate-outputs/test-model.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="post or update the PR comment with the results (on pull requests, with GITHUB_TOKEN; default)",
     )
     comment.add_argument("--no-comment", dest="comment", action="store_false")
+    parser.add_argument(
+        "--outputs-file",
+        default=env_default("outputs-file"),
+        help=f"JSON file of the outputs (passed, promotable, metrics, ...); default: {OUTPUTS_FILE} in the project",
+    )
     add_dvc_arguments(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --), e.g. -k latency")
 
@@ -113,12 +120,15 @@ def render(report: ModelTestReport, config_path: str) -> str:
     others = [check for check in report.checks if check["id"] not in _metric_ids()]
     if others:
         lines += ["", "#### Checks", ""]
+        # rows: how many rows a behavioral check judged (those in scope), so a pass rate is read against it.
         rows = [
             [f"{check['family']}: {check['name']}", _fmt(check["value"]), _fmt(check["champion"]), check["bound"],
-             ICONS.get(check["outcome"], check["outcome"]), check["message"]]
+             "—" if check.get("rows") is None else str(check["rows"]), ICONS.get(check["outcome"], check["outcome"]),
+             check["message"]]
             for check in others
         ]  # fmt: skip
-        lines.append(gha.md_table(["check", "candidate", "champion", "required", "result", "detail"], rows))
+        columns = ["check", "candidate", "champion", "required", "rows", "result", "detail"]
+        lines.append(gha.md_table(columns, rows))
     failed_cases = [check for check in report.checks if check["outcome"] == "failed" and check["cases"]]
     for check in failed_cases:
         lines += ["", f"<details open><summary>❌ {check['name']}: first failing cases</summary>", ""]
@@ -167,32 +177,36 @@ def run(args: argparse.Namespace) -> int:
     )
     body = render(report, args.config)
     gha.add_summary(body)
-    metrics = {"candidate": report.metrics("candidate"), "champion": report.metrics("champion") or None}
-    gha.set_output("passed", str(report.passed).lower())
-    gha.set_output("promotable", str(report.promotable).lower())
-    gha.set_output("metrics", json.dumps(metrics, sort_keys=True))
-    gha.set_output("junit-xml", str(report.junit_path))
-    timings = json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True)
-    gha.set_output("timings", timings)
-    print(f"mlgate test-model: timings {timings}")
+    timings = {k: round(v, 3) for k, v in report.timings.items()}
+    print(f"mlgate test-model: timings {json.dumps(timings, sort_keys=True)}")
+    url: str | None = None
     if args.comment:
         try:
             url = gha.upsert_pr_comment(f"test-model:{loaded.model.project}", body)
         except (OSError, ValueError) as exc:  # urllib's HTTPError/URLError are OSErrors
             # A fork's read-only token cannot comment: the gate's verdict must not depend on it.
-            url = None
             gha.annotation(
                 "warning",
-                f"could not post the PR comment: {str(exc)[:200]}",
-                title="mlgate test-model (grant pull-requests: write, or set comment: false)",
+                f"could not post the PR comment: {str(exc)[:200]}; grant the job pull-requests: write, "
+                "or set comment: false",
+                title="mlgate test-model",
             )
-        gha.set_output("comment-url", url or "")
         if url:
             print(f"mlgate test-model: PR comment {url}")
     failed = [check for check in report.checks if check["outcome"] == "failed"]
     for check in failed:
         gha.annotation("error", f"{check['id']}: {check['message']}", file=str(loaded.path), line=check["line"],
                        title=f"mlgate test-model: {check['name']}")  # fmt: skip
+    outputs: dict[str, object] = {
+        "model-uri": args.model,
+        "passed": report.passed,
+        "promotable": report.promotable,
+        "metrics": {"candidate": report.metrics("candidate"), "champion": report.metrics("champion") or None},
+        "junit-xml": str(report.junit_path),
+        "timings": timings,
+        "comment-url": url or "",
+    }
+    gha.set_outputs(outputs, json_file=Path(args.outputs_file) if args.outputs_file else loaded.root / OUTPUTS_FILE)
     if not report.passed:
         errored = [t["nodeid"] for t in report.errored_checks]
         names = [check["id"] for check in failed] + errored + [t["nodeid"] for t in report.user_failures]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from mlgate.train import TrainReport
 
 LINEAGE_ROWS = 40
+# Relative to the project root: where a local run's model URI is found without reading the log.
+OUTPUTS_FILE = "mlgate-outputs/train.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=bool(flag_default("repro-check")),
         help="train twice with the same seed and fail when train.metrics differ by more than train.repro_tolerance",
+    )
+    parser.add_argument(
+        "--outputs-file",
+        default=env_default("outputs-file"),
+        help=f"JSON file of the outputs (run-id, model-uri, ...); default: {OUTPUTS_FILE} in the project",
     )
 
 
@@ -122,21 +130,25 @@ def run(args: argparse.Namespace) -> int:
         gha.add_summary(f"### mlgate train: ❌ failed\n\n```text\n{failure.message}\n```\n")
         raise
     run = report.main
-    gha.set_output("run-id", run.run_id)
-    gha.set_output("model-uri", run.model_uri or "")
-    gha.set_output("experiment-id", report.experiment_id)
-    gha.set_output("device", report.device.chosen)
-    gha.set_output("metrics", json.dumps(run.metrics, sort_keys=True))
-    timings = json.dumps({k: round(v, 3) for k, v in report.timings.items()}, sort_keys=True)
-    gha.set_output("timings", timings)
-    gha.set_output("reproducible", "" if not report.repro_checked else str(not report.repro_differences).lower())
     gha.add_summary(render(report))
-    print(f"mlgate train: timings {timings}")
+    timings = {k: round(v, 3) for k, v in report.timings.items()}
+    print(f"mlgate train: timings {json.dumps(timings, sort_keys=True)}")
     print(
         f"mlgate train: run {run.run_id}, model {run.model_uri}, device {report.device.chosen} ({report.device.note})"
     )
     if report.device.chosen == "cpu" and report.device.note.startswith("no GPU"):
         gha.annotation("warning", report.device.note, title="mlgate train")
+    outputs: dict[str, object] = {
+        "run-id": run.run_id,
+        "model-uri": run.model_uri or "",
+        "experiment-id": report.experiment_id,
+        "profile": report.profile,
+        "device": report.device.chosen,
+        "metrics": run.metrics,
+        "timings": timings,
+        "reproducible": (not report.repro_differences) if report.repro_checked else None,
+    }
+    gha.set_outputs(outputs, json_file=Path(args.outputs_file) if args.outputs_file else loaded.root / OUTPUTS_FILE)
     if report.repro_differences:
         detail = "; ".join(f"{name}: {_fmt(a)} vs {_fmt(b)}" for name, (a, b) in report.repro_differences.items())
         settings = settings_of(loaded)

@@ -19,6 +19,8 @@ from typing import Any
 from mlgate.config import LoadedConfig
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, GateFailed, InputError, MlgateError, ToolError
+from mlgate.extras import require
+from mlgate.mlflowio import open_client
 from mlgate.modeltest.settings import settings_of
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
@@ -107,8 +109,15 @@ def run_model_tests(
     tests = _user_test_paths(loaded)
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    # A tracking URI MLflow cannot open fails here, in a second, not after the project venv is built.
+    open_client(tracking_uri)
+    timings["mlflow"] = time.perf_counter() - started
+    started = time.perf_counter()
     python = ensure_project_env(loaded)
     timings["project_env"] = time.perf_counter() - started
+    if python is None:
+        # Without a project venv, pytest and the plugin's libraries run in mlgate's own (the test-model extra).
+        require("pytest", "pandas", "numpy")
     if pull_data and loaded.model.data.dvc:
         started = time.perf_counter()
         print("mlgate: dvc pull (data.dvc is true)", flush=True)

@@ -26,11 +26,14 @@ from mlgate.config import (
     Perturbation,
     SliceCheck,
 )
+from mlgate.errors import InputError, MlgateError
 from mlgate.modeltest.context import (
     Holdout,
     ScoredModel,
+    changed_rows,
     check_signatures,
     classification_metrics,
+    describe_where,
     latency_ms,
     load_champion,
     load_holdout,
@@ -38,6 +41,8 @@ from mlgate.modeltest.context import (
     no_champion_reason,
     perturb,
     sample_rows,
+    select_rows,
+    threads_note,
 )
 from mlgate.modeltest.settings import config_error, settings_of
 
@@ -60,6 +65,7 @@ class CheckResult:
     champion: float | None = None
     message: str = ""
     cases: list[dict[str, Any]] = field(default_factory=list)
+    rows: int | None = None  # behavioral checks: the rows in scope, of which `value` is the passing share
 
     def to_json(self) -> dict[str, Any]:
         return {key: json_safe(value) for key, value in self.__dict__.items()}
@@ -92,9 +98,12 @@ class Session:
         if self.champion is not None:
             check_signatures(loaded, self.candidate, self.champion)
             self._require_inputs(self.champion)
-        self.perturbed: dict[str, pd.DataFrame] = {}
+        for model in (self.candidate, *([self.champion] if self.champion else [])):
+            self._score_holdout(model)
+        self.scopes: dict[str, Scope] = {}
         self._validate_checks()
         self._latency: dict[tuple[str, int], dict[str, float]] = {}
+        self.latency_threads = ""  # the threads the latencies were measured with, in words
 
     @property
     def baseline_name(self) -> str | None:
@@ -113,6 +122,22 @@ class Session:
                 "point model_tests.holdout at a file with every input column of the model's signature",
             )
 
+    def _score_holdout(self, model: ScoredModel) -> None:
+        """Score the holdout before any check: an output mlgate cannot read a score from (model_tests.score)
+        stops the run with one error, instead of every check erroring with the same traceback."""
+        try:
+            model.holdout_scores(self.holdout)
+        except MlgateError:
+            raise
+        except Exception as exc:  # the model's own code: anything can come out of it
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise InputError(
+                f"{model.uri}: predict failed on the holdout {self.settings.holdout!r} ({self.holdout.rows} rows): "
+                f"{type(exc).__name__}: {first}",
+                hint="load the model with mlflow.pyfunc.load_model and call predict on the holdout's rows to see "
+                "the whole error",
+            ) from None
+
     def _validate_checks(self) -> None:
         """Every column and perturbation checked before any check runs: a typo is an error, not a failure."""
         columns = set(map(str, self.holdout.frame.columns))
@@ -128,24 +153,39 @@ class Session:
         behavioral = self.settings.behavioral
         for index, mft in enumerate(behavioral.minimum_functionality):
             where = ("model_tests", "behavioral", "minimum_functionality", index)
-            frame = sample_rows(self.holdout, mft.rows, self.settings.seed + index)
+            base = self._sample(where, mft.where, mft.rows, self.settings.seed + index)
+            rows_named = " ".join(("sampled rows", describe_where(mft.where))).strip()
+            frame = base
             for column, value in mft.set.items():
                 frame = perturb(
                     self.loaded, frame, column, Perturbation(set=value), where, column_key=("set", column),
-                    change_key=("set", column),
+                    change_key=("set", column), rows_named=rows_named,
                 )  # fmt: skip
-            self.perturbed[_mft_id(index)] = frame
+            # Every sampled row is in scope: a row that already held the set values is a template all the same.
+            self.scopes[_mft_id(index)] = Scope(base, frame, len(base), describe_where(mft.where))
         invariance: list[InvarianceCase | DirectionalCase] = [*behavioral.invariance]
         directional: list[InvarianceCase | DirectionalCase] = [*behavioral.directional]
         cases = [("invariance", invariance), ("directional", directional)]
         for family, declared in cases:
             for index, case in enumerate(declared):
                 where = ("model_tests", "behavioral", family, index)
-                base = sample_rows(self.holdout, case.rows, self.settings.seed + index)
-                self.perturbed[f"{family}[{index}].base"] = base
-                self.perturbed[f"{family}[{index}]"] = perturb(
-                    self.loaded, base, case.column, case.perturb, where, self.settings.seed + index
-                )
+                base = self._sample(where, case.where, case.rows, self.settings.seed + index)
+                changed = perturb(
+                    self.loaded, base, case.column, case.perturb, where, self.settings.seed + index,
+                    rows_named=" ".join(("sampled rows", describe_where(case.where))).strip(),
+                )  # fmt: skip
+                # Only the rows the perturbation changed say anything about the model: a `replace` of one
+                # category leaves the others as they were, and they would pass an invariance check (or fail an
+                # `increase`) whatever the model does.
+                scope = changed_rows(base[case.column], changed[case.column])
+                self.scopes[f"{family}[{index}]"] = Scope(
+                    base[scope].reset_index(drop=True), changed[scope].reset_index(drop=True), len(base),
+                    describe_where(case.where),
+                )  # fmt: skip
+
+    def _sample(self, key: tuple[str | int, ...], where: dict[str, Any], rows: int, seed: int) -> pd.DataFrame:
+        """A behavioral check's sample: `rows` of the holdout rows matching its `where` (seeded)."""
+        return sample_rows(select_rows(self.loaded, self.holdout.frame, where, key), rows, seed)
 
     @functools.cached_property
     def candidate_metrics(self) -> dict[str, float]:
@@ -165,7 +205,11 @@ class Session:
         key = (model.uri, batch)
         if key not in self._latency:
             models = [self.candidate, *([self.champion] if self.champion else [])]
-            measured = latency_ms(models, self.holdout.frame, batch, self.settings.performance.latency_repeats)
+            performance = self.settings.performance
+            measured, pinned = latency_ms(
+                models, self.holdout.frame, batch, performance.latency_repeats, performance.latency_threads
+            )
+            self.latency_threads = threads_note(performance.latency_threads, pinned)
             for each, result in zip(models, measured, strict=True):
                 self._latency[(each.uri, batch)] = result
         return self._latency[key]
@@ -173,6 +217,30 @@ class Session:
     def ratio_batch(self) -> int:
         budgets = self.settings.performance.latency
         return max(budget.batch for budget in budgets) if budgets else DEFAULT_RATIO_BATCH
+
+
+@dataclass
+class Scope:
+    """The rows a behavioral check judges: those of its sample the perturbation changed, before and after."""
+
+    base: pd.DataFrame
+    changed: pd.DataFrame
+    sampled: int  # rows drawn from the holdout (those matching `where`)
+    where: str  # the `where` filter in words, empty without one
+
+    @property
+    def rows(self) -> int:
+        return len(self.base)
+
+    @property
+    def in_scope(self) -> str:
+        """Which rows are in scope, e.g. "the sampled ones where contract = two-year that the perturbation changes"."""
+        return " ".join(part for part in ("the sampled ones", self.where, "that the perturbation changes") if part)
+
+    @property
+    def sample(self) -> str:
+        """The sample in words, e.g. "1000 sampled rows where contract = two-year"."""
+        return " ".join(part for part in (f"{self.sampled} sampled rows", self.where) if part)
 
 
 @dataclass
@@ -308,11 +376,11 @@ def _latency(budget: LatencyBudget, line: int | None) -> Callable[[Session], Che
             bounds.append(f"{key[:3]} <= {limit:g} ms")
             if measured[key] > limit:
                 over.append(f"{key[:3]} {measured[key]:.2f} ms > {limit:g} ms")
+        found = "; ".join(over) if over else f"p50 {measured['p50_ms']:.2f} ms, p95 {measured['p95_ms']:.2f} ms"
         return CheckResult(
             f"performance.latency.batch_{budget.batch}", "performance", f"latency, batch {budget.batch} (p95 ms)",
             line, "failed" if over else "passed", measured["p95_ms"], ", ".join(bounds),
-            champion["p95_ms"] if champion else None,
-            "; ".join(over) if over else f"p50 {measured['p50_ms']:.2f} ms, p95 {measured['p95_ms']:.2f} ms",
+            champion["p95_ms"] if champion else None, f"{found}; {session.latency_threads}",
         )  # fmt: skip
 
     return run
@@ -320,7 +388,8 @@ def _latency(budget: LatencyBudget, line: int | None) -> Callable[[Session], Che
 
 def _mft(index: int, case: MinimumFunctionalityCase, line: int | None) -> Callable[[Session], CheckResult]:
     def run(session: Session) -> CheckResult:
-        frame = session.perturbed[_mft_id(index)]
+        scope = session.scopes[_mft_id(index)]
+        frame = scope.changed
         scores = session.candidate.scores(frame)
         passed = (scores >= session.candidate.threshold).astype(int) == case.expect
         rate = float(passed.mean())
@@ -338,8 +407,8 @@ def _mft(index: int, case: MinimumFunctionalityCase, line: int | None) -> Callab
             f"behavioral.{_mft_id(index)}", "minimum functionality", case.name, line, "passed" if ok else "failed",
             rate, f"pass rate >= {case.pass_rate:g}", champion_rate,
             f"{int(passed.sum())}/{len(passed)} rows predicted {case.expect} "
-            f"(threshold {session.candidate.threshold:.3g})",
-            cases,
+            f"(threshold {session.candidate.threshold:.3g}; {scope.sample})",
+            cases, scope.rows,
         )  # fmt: skip
 
     return run
@@ -352,8 +421,8 @@ def _perturbation_check(
     line: int | None,
 ) -> Callable[[Session], CheckResult]:
     def run(session: Session) -> CheckResult:
-        base = session.perturbed[f"{family}[{index}].base"]
-        changed = session.perturbed[f"{family}[{index}]"]
+        scope = session.scopes[f"{family}[{index}]"]
+        base, changed = scope.base, scope.changed
         before = session.candidate.scores(base)
         after = session.candidate.scores(changed)
         delta = after - before
@@ -373,9 +442,10 @@ def _perturbation_check(
         return CheckResult(
             f"behavioral.{family}[{index}]", family, case.name, line, "passed" if ok else "failed", rate,
             f"pass rate >= {case.pass_rate:g}", champion_rate,
-            f"{int(passed.sum())}/{len(passed)} rows keep {rule} when {case.column} is perturbed "
-            f"(median change {float(np.median(delta)):+.4g})",
-            cases,
+            f"{int(passed.sum())}/{len(passed)} rows in scope keep {rule} when {case.column} is perturbed "
+            f"({scope.rows} of {scope.sampled} rows in scope: {scope.in_scope}; median change "
+            f"{float(np.median(delta)):+.4g})",
+            cases, scope.rows,
         )  # fmt: skip
 
     return run
@@ -430,7 +500,7 @@ def _latency_ratio(limit: float, line: int | None) -> Callable[[Session], CheckR
         return CheckResult(
             "baseline.latency_ratio", "baseline", f"p95 latency ratio vs champion, batch {batch}", line,
             "passed" if ok else "failed", ratio, f"<= {limit:g}x", 1.0,
-            f"candidate p95 {mine:.2f} ms vs champion {theirs:.2f} ms (ratio {ratio:.2f})",
+            f"candidate p95 {mine:.2f} ms vs champion {theirs:.2f} ms (ratio {ratio:.2f}); {session.latency_threads}",
         )  # fmt: skip
 
     return run

@@ -6,7 +6,11 @@ the model's own libraries live; it imports only pandas, NumPy and mlflow besides
 
 from __future__ import annotations
 
+import importlib
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +22,11 @@ from mlgate.config import (
     THRESHOLD_METRIC_NAMES,
     LoadedConfig,
     Perturbation,
+    Scalar,
     ThresholdFromModel,
 )
-from mlgate.errors import InputError, ToolError
+from mlgate.errors import ConfigError, InputError, ToolError
+from mlgate.mlflowio import scrub, store_error
 from mlgate.modeltest import metrics as m
 from mlgate.modeltest.settings import config_error, settings_of
 from mlgate.sources import load_source
@@ -30,6 +36,12 @@ if TYPE_CHECKING:
 
 Scores = npt.NDArray[np.float64]
 LATENCY_WARMUP_CALLS = 3
+SQL_STORE_HINT = (
+    "install mlflow (not mlflow-skinny alone), or sqlalchemy and alembic, in the venv that runs the model tests "
+    "(environment.install; without one, mlgate's own: pip install 'mlgate[test-model]')"
+)
+# What pandas infers for an object column that still holds numbers (e.g. a pyfunc returning Python floats).
+NUMERIC_OBJECTS = {"integer", "floating", "mixed-integer-float", "boolean", "decimal"}
 
 
 @dataclass
@@ -79,7 +91,8 @@ class ScoredModel:
     uri: str
     pyfunc: PyFuncModel
     threshold: float
-    score_column: str | None
+    score_output: str | int | None  # model_tests.score: an output column name or position
+    loaded: LoadedConfig = field(repr=False)
     version: str | None = None
     _cache: dict[int, Scores] = field(default_factory=dict, repr=False)
 
@@ -98,7 +111,7 @@ class ScoredModel:
     def scores(self, frame: pd.DataFrame) -> Scores:
         """Positive-class scores of `frame`'s rows (one float per row)."""
         output = self.pyfunc.predict(self.inputs(frame))
-        return _score_vector(output, self.score_column, len(frame), self.uri)
+        return score_vector(self.loaded, output, self.score_output, len(frame), self.uri)
 
     def holdout_scores(self, holdout: Holdout) -> Scores:
         key = id(holdout.frame)
@@ -107,46 +120,155 @@ class ScoredModel:
         return self._cache[key]
 
 
-def latency_ms(models: list[ScoredModel], frame: pd.DataFrame, batch: int, repeats: int) -> list[dict[str, float]]:
-    """p50 and p95 of each model's `predict` on `batch` rows, in milliseconds, after a few warm-up calls.
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[list[str]]:
+    """Limit the loaded libraries' intra-op thread pools to `threads` inside the block, and restore them after.
+
+    A threaded model on a busy 2-core runner measures the runner's other load, not itself: its budget
+    then passes or fails at random. Yields what was pinned (the thread pools' names, "torch"); empty
+    when nothing was loaded to pin.
+    """
+    pinned: list[str] = []
+    with ExitStack() as stack:
+        try:
+            # Optional (a scikit-learn dependency, not mlgate's); untyped, hence imported by name.
+            threadpoolctl = importlib.import_module("threadpoolctl")
+        except ImportError:
+            pass
+        else:
+            stack.enter_context(threadpoolctl.threadpool_limits(limits=threads))
+            pinned += sorted({str(pool["internal_api"]) for pool in threadpoolctl.threadpool_info()})
+        torch = sys.modules.get("torch")  # only when the model loaded it: importing torch costs seconds
+        if torch is not None:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
+            pinned.append("torch")
+        yield pinned
+
+
+def threads_note(threads: int, pinned: list[str]) -> str:
+    """The threads a latency was measured with, in words for the check's message."""
+    count = f"{threads} thread{'s' if threads != 1 else ''}"
+    if not pinned:
+        return f"{count} requested, nothing to pin (threadpoolctl not installed, torch not loaded)"
+    return f"{count} (model_tests.performance.latency_threads; pinned: {', '.join(pinned)})"
+
+
+def latency_ms(
+    models: list[ScoredModel], frame: pd.DataFrame, batch: int, repeats: int, threads: int
+) -> tuple[list[dict[str, float]], list[str]]:
+    """p50 and p95 of each model's `predict` on `batch` rows, in milliseconds, after a few warm-up calls,
+    with the intra-op threads pinned to `threads`; and what was pinned.
 
     The models' calls alternate, so a burst of load on a shared runner lands on both sides of a ratio.
     """
     rows = frame.iloc[np.arange(batch) % len(frame)] if batch > len(frame) else frame.iloc[:batch]
     inputs = [model.inputs(rows) for model in models]
-    for _ in range(LATENCY_WARMUP_CALLS):
-        for model, data in zip(models, inputs, strict=True):
-            model.pyfunc.predict(data)
     samples: list[list[float]] = [[] for _ in models]
-    for _ in range(repeats):
-        for model, data, timings in zip(models, inputs, samples, strict=True):
-            started = time.perf_counter()
-            model.pyfunc.predict(data)
-            timings.append((time.perf_counter() - started) * 1000.0)
-    return [{"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))} for t in samples]
+    with pinned_threads(threads) as pinned:
+        for _ in range(LATENCY_WARMUP_CALLS):
+            for model, data in zip(models, inputs, strict=True):
+                model.pyfunc.predict(data)
+        for _ in range(repeats):
+            for model, data, timings in zip(models, inputs, samples, strict=True):
+                started = time.perf_counter()
+                model.pyfunc.predict(data)
+                timings.append((time.perf_counter() - started) * 1000.0)
+    measured = [{"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))} for t in samples]
+    return measured, pinned
 
 
-def _score_vector(output: Any, column: str | None, rows: int, uri: str) -> Scores:
+def score_vector(loaded: LoadedConfig, output: Any, score: str | int | None, rows: int, uri: str) -> Scores:
+    """The positive-class score of each row, read from whatever `predict` returned as model_tests.score says.
+
+    Never a guess: an output with several columns and no `score`, or a `score` that names none of
+    them, is an error listing what the output holds.
+    """
+
+    def problem(message: str, hint: str) -> ConfigError:
+        return config_error(loaded, ("model_tests", "score"), f"{uri}: predict {message}", hint)
+
+    if isinstance(output, pd.Series) and output.name is not None:
+        output = output.to_frame()
     if isinstance(output, pd.DataFrame):
-        if column is not None:
-            if column not in output.columns:
-                raise InputError(
-                    f"{uri}: predict returned the columns {list(map(str, output.columns))}, not {column!r}",
-                    hint="set model_tests.score to the output column holding the positive-class score",
+        names = [str(name) for name in output.columns]
+        listed, last = ", ".join(names), len(names) - 1
+        choices = f"set model_tests.score to one of the column names ({listed}) or a position 0..{last}"
+        if len(names) == 1:
+            choices = f"remove model_tests.score (a single output needs none) or set it to {names[0]!r} or 0"
+        if score is None:
+            if len(names) != 1:
+                raise problem(
+                    f"returns {len(names)} columns ({listed}) and model_tests.score does not say which one is "
+                    "the positive-class score",
+                    choices,
                 )
-            values = output[column].to_numpy()
+            position = 0
+        elif isinstance(score, str):
+            if score not in names:
+                raise problem(f"returns the columns {listed}; none is named {score!r}", choices)
+            position = names.index(score)
         else:
-            values = output.iloc[:, 0].to_numpy()
-    elif isinstance(output, pd.Series):
-        values = output.to_numpy()
+            if score > last:
+                raise problem(
+                    f"returns {len(names)} column(s) ({listed}), so position {score} is out of range",
+                    choices,
+                )
+            position = score
+        values = output.iloc[:, position].to_numpy()
+        what = f"column {names[position]!r}"
     else:
-        values = np.asarray(output)
-        if values.ndim == 2 and values.shape[-1] == 2:  # predict_proba style: the positive class
-            values = values[:, 1]
+        array = np.asarray(output)
+        shape = tuple(int(size) for size in array.shape)
+        if array.ndim not in (1, 2):
+            raise InputError(
+                f"{uri}: predict returns an array of shape {shape}; mlgate reads one score per row (1-D) or one "
+                "column per class (2-D)",
+                hint="log the model so that its pyfunc predict returns scores, e.g. scikit-learn's predict_proba",
+            )
+        columns = 1 if array.ndim == 1 else shape[1]
+        single = "remove model_tests.score (a single output needs none) or set it to 0"
+        choices = single if columns == 1 else f"set model_tests.score to an index 0..{columns - 1}"
+        if array.ndim == 2 and columns > 1:
+            choices += " (scikit-learn's predict_proba: 1 is the class 1 of a 0/1 label)"
+        if score is None and columns > 1:
+            raise problem(
+                f"returns an array of shape {shape} (one column per class, without names) and model_tests.score "
+                "does not say which column is the positive-class score",
+                choices,
+            )
+        if isinstance(score, str):
+            raise problem(
+                f"returns an array of shape {shape}, whose columns have no names; {score!r} names none", choices
+            )
+        position = score or 0
+        if position >= columns:
+            raise problem(f"returns an array of shape {shape}, so index {position} is out of range", choices)
+        values = array if array.ndim == 1 else array[:, position]
+        what = "its scores" if columns == 1 else f"column {position}"
+    if not _numeric(values):
+        example = next((value for value in values[:50] if value is not None), None)
+        example = example.item() if isinstance(example, np.generic) else example  # 'ok', not np.str_('ok')
+        raise problem(
+            f"returns non-numeric values in {what} ({values.dtype}, e.g. {example!r}); a score is a number per row",
+            "point model_tests.score at the positive-class probability or score, not a predicted label (a "
+            "scikit-learn classifier: log it with pyfunc_predict_fn='predict_proba')",
+        )
     scores = np.asarray(values, dtype=np.float64).ravel()
     if scores.size != rows:
         raise InputError(f"{uri}: predict returned {scores.size} scores for {rows} rows")
+    if missing := int(np.isnan(scores).sum()):
+        raise InputError(
+            f"{uri}: predict returned NaN as the score of {missing} of {rows} rows",
+            hint="the model must score every row; check how it handles the rows' missing or unusual values",
+        )
     return scores
+
+
+def _numeric(values: npt.NDArray[Any]) -> bool:
+    if values.dtype.kind in "biuf":
+        return True
+    return values.dtype.kind == "O" and pd.api.types.infer_dtype(values, skipna=True) in NUMERIC_OBJECTS
 
 
 def _threshold(pyfunc: PyFuncModel, setting: float | ThresholdFromModel) -> float:
@@ -164,11 +286,13 @@ def load_model(loaded: LoadedConfig, uri: str, *, version: str | None = None) ->
     try:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
-        raise InputError(
-            f"cannot load model {uri}: {str(exc).splitlines()[0][:300]}",
+        # A tracking URI this venv's MLflow cannot open is no fault of the model's: say what to fix instead.
+        tracking_uri = mlflow.get_tracking_uri()
+        raise store_error(exc, tracking_uri, sql_hint=SQL_STORE_HINT) or InputError(
+            f"cannot load model {uri}: {scrub(str(exc), tracking_uri).splitlines()[0][:300]}",
             hint="pass the model-uri output of the train step (models:/<model_id>) and the same tracking URI",
         ) from None
-    return ScoredModel(uri, pyfunc, _threshold(pyfunc, settings.threshold), settings.score, version)
+    return ScoredModel(uri, pyfunc, _threshold(pyfunc, settings.threshold), settings.score, loaded, version)
 
 
 def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
@@ -177,7 +301,7 @@ def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
     baseline = settings.baseline
     if baseline is None:
         return None
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient, get_tracking_uri
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
@@ -186,7 +310,10 @@ def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
     except MlflowException as exc:
         if _not_found(exc):
             return None
-        raise ToolError(f"reading models:/{baseline.model}@{baseline.alias}: {str(exc)[:300]}") from None
+        tracking_uri = get_tracking_uri()
+        raise store_error(exc, tracking_uri, sql_hint=SQL_STORE_HINT) or ToolError(
+            f"reading models:/{baseline.model}@{baseline.alias}: {scrub(str(exc), tracking_uri)[:300]}"
+        ) from None
     return load_model(loaded, f"models:/{baseline.model}@{baseline.alias}", version=str(version.version))
 
 
@@ -272,6 +399,7 @@ def perturb(
     *,
     column_key: tuple[str | int, ...] = ("column",),
     change_key: tuple[str | int, ...] = ("perturb",),
+    rows_named: str = "rows",
 ) -> pd.DataFrame:
     """A copy of `frame` with `column` changed; an error naming the check when the result is not valid data.
 
@@ -336,8 +464,16 @@ def perturb(
         if unknown.any():
             values = sorted({str(value) for value in after[unknown].head(50)})[:5]
             problems.append(f"values {values} are not in the allowed set of data.expectations.columns.{column}")
-    if not problems and _unchanged(before, after):
-        problems.append("no row changes (a `replace` whose keys match no value, or `set` to the current value)")
+    if not problems and not changed_rows(before, after).any():
+        raise config_error(
+            loaded,
+            (*where, *change_key),
+            f"no row in scope changes: the perturbation of {column!r} leaves each of the {len(before)} "
+            f"{rows_named} as it was",
+            "a check on unchanged rows shows nothing: make the perturbation change the rows (a `replace` key must "
+            "be a value of the column, `set` a value other than the current one), or select rows it changes with "
+            "`where`",
+        )
     if problems:
         raise config_error(
             loaded,
@@ -349,12 +485,60 @@ def perturb(
     return out
 
 
-def _unchanged(before: pd.Series, after: pd.Series) -> bool:
-    return bool(before.reset_index(drop=True).equals(after.reset_index(drop=True)))
+def changed_rows(before: pd.Series, after: pd.Series) -> npt.NDArray[np.bool_]:
+    """Which rows a perturbation changed (a null that stays null is unchanged); the rows a check is about."""
+    before, after = before.reset_index(drop=True), after.reset_index(drop=True)
+    same = before.eq(after) | (before.isna() & after.isna())
+    return ~same.to_numpy(dtype=bool)
 
 
-def sample_rows(holdout: Holdout, rows: int, seed: int) -> pd.DataFrame:
-    if rows >= holdout.rows:
-        return holdout.frame
-    order = np.sort(np.random.default_rng(seed).choice(holdout.rows, size=rows, replace=False))
-    return holdout.frame.iloc[order].reset_index(drop=True)
+def describe_where(where: dict[str, Scalar | list[Scalar]], *, exact: bool = False) -> str:
+    """`where` in words, e.g. "where contract = two-year and region in [north, south]"; empty without one.
+
+    `exact` quotes text values, for an error where `'1'` and `1` must look different.
+    """
+    show = repr if exact else str
+    parts = [
+        f"{column} in [{', '.join(map(show, wanted))}]" if isinstance(wanted, list) else f"{column} = {show(wanted)}"
+        for column, wanted in where.items()
+    ]
+    return f"where {' and '.join(parts)}" if parts else ""
+
+
+def select_rows(
+    loaded: LoadedConfig, frame: pd.DataFrame, where: dict[str, Scalar | list[Scalar]], key: tuple[str | int, ...]
+) -> pd.DataFrame:
+    """The rows of `frame` matching every entry of a check's `where` (equality, or membership for a list).
+
+    Declarative on purpose: no query strings, so mlgate.yaml never runs code through a filter.
+    """
+    if not where:
+        return frame
+    keep = np.ones(len(frame), dtype=bool)
+    for column, wanted in where.items():
+        if column not in frame.columns:
+            raise config_error(
+                loaded,
+                (*key, "where", column),
+                f"column {column!r} does not exist in the holdout; its columns: {', '.join(map(str, frame.columns))}",
+                "name a column of the holdout file",
+            )
+        keep &= frame[column].isin(wanted if isinstance(wanted, list) else [wanted]).to_numpy(dtype=bool)
+    if not keep.any():
+        held = "; ".join(
+            f"{column} holds e.g. {', '.join(map(str, frame[column].dropna().unique()[:6]))}" for column in where
+        )
+        raise config_error(
+            loaded,
+            (*key, "where"),
+            f"{describe_where(where, exact=True)} matches none of the holdout's {len(frame)} rows ({held})",
+            "a value must equal the column's values exactly (same spelling and type: `0` and `'0'` differ)",
+        )
+    return frame[keep].reset_index(drop=True)
+
+
+def sample_rows(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    if rows >= len(frame):
+        return frame
+    order = np.sort(np.random.default_rng(seed).choice(len(frame), size=rows, replace=False))
+    return frame.iloc[order].reset_index(drop=True)

@@ -153,6 +153,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             session_of(session.config)
         except MlgateError as exc:
             _write_report(session.config, error=exc)
+            if session.config.getoption("mlgate_report"):
+                # `mlgate test-model` reads the error from the report and prints it once, with its exit code.
+                raise pytest.UsageError("mlgate: stopped before the first check (the error follows)") from None
             raise pytest.UsageError(f"mlgate: {exc.message}\nhint: {exc.hint}") from None
 
 

@@ -114,11 +114,12 @@ def choose(info: DeviceInfo, wanted: str, require_gpu: bool) -> DeviceInfo:
     if info.cuda_available and wanted in ("auto", "cuda"):
         info.chosen = "cuda"
         info.note = f"CUDA: {info.device_count} x {info.gpu_name}"
+    elif wanted == "cpu":
+        info.chosen, info.note = "cpu", "CPU, as configured (device: cpu)"
+    elif info.torch is None:
+        # Without torch the project has no way to use a GPU: no fallback happened, so nothing to warn about.
+        info.chosen, info.note = "cpu", "CPU (the project environment has no torch)"
     else:
         info.chosen = "cpu"
-        info.note = (
-            "CPU, as configured (device: cpu)"
-            if wanted == "cpu"
-            else "no GPU visible: fell back to the CPU (set require-gpu: true to fail instead)"
-        )
+        info.note = "no GPU visible: fell back to the CPU (set require-gpu: true to fail instead)"
     return info

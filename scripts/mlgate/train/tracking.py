@@ -1,7 +1,7 @@
 """The MLflow side of training: reach the server (bounded retries), open the run, read back the result.
 
 The tracking URI usually comes from a secret. It is only ever shown redacted (no user info, no
-query), and error text from the client is scrubbed of it before it is printed.
+query), and error text from the client is scrubbed of it before it is printed (mlgate.mlflowio).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from mlgate.errors import ToolError
+from mlgate.mlflowio import open_client, redact, scrub
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -21,43 +21,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DEFAULT_ATTEMPTS = 4
 DEFAULT_BACKOFF_S = 1.0
-
-
-def redact(uri: str) -> str:
-    """The URI without credentials or query: safe to print."""
-    parts = urlsplit(uri)
-    if not parts.netloc:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username or parts.password:
-        host = f"***@{host}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _secrets(uri: str) -> list[str]:
-    parts = urlsplit(uri)
-    found = [value for value in (parts.password, parts.username, parts.query) if value]
-    found += [os.environ[k] for k in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD") if os.environ.get(k)]
-    return found
-
-
-def scrub(text: str, uri: str) -> str:
-    """`text` with the URI and every credential in it (or in the environment) replaced."""
-    text = text.replace(uri, redact(uri))
-    for secret in _secrets(uri):
-        text = text.replace(secret, "***")
-    return text
+__all__ = ["OpenedRun", "client", "finished_metrics", "logged_model_id", "open_run", "redact", "scrub", "with_retries"]
 
 
 def client(uri: str) -> MlflowClient:
     # Each attempt must fail fast: our own loop below does the retrying, with a bound a user can read.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return open_client(uri)
 
 
 def with_retries(

@@ -1,0 +1,111 @@
+"""The second model project (example-sklearn: scikit-learn, CSV data in git, no DVC, no torch) through
+the same PR workflow under act, against the real MLflow server and the GitHub API stand-in.
+
+One pull request is pushed twice: first a good change (every gate passes; the first model of the
+project is promotable and becomes `@champion`), then a "simpler model" that ignores two features
+(the train job passes, test-model fails against the champion). A second pull request brings a
+drifted batch of data and stops at validate-data, before any training.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.e2e.github_api import GitHubApiStandin
+from tests.e2e.harness import ActResult, Project, Workbench
+from tests.e2e.mlflow_server import MlflowServer
+
+TEMPLATE = "example-sklearn"
+MODEL = "churn"
+REPO = "example/churn"
+PR = 7
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubApiStandin]:
+    with GitHubApiStandin() as standin:
+        yield standin
+
+
+def _job(result: ActResult, job: str, outcome: str) -> bool:
+    pattern = re.compile(rf"/{re.escape(job)}\s*\].*Job {outcome}")
+    return any(pattern.search(line) for line in result.output.splitlines())
+
+
+def _model_uri_of_commit(client: MlflowClient, project: Project) -> str:
+    head = project.git("rev-parse", "HEAD").stdout.strip()
+    experiment = client.get_experiment_by_name(MODEL)
+    assert experiment is not None, "the train job created no MLflow experiment"
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlgate.git.commit` = '{head}'")
+    assert len(runs) == 1, f"expected one run for {head}, found {len(runs)}"
+    models = client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"source_run_id = '{runs[0].info.run_id}'"
+    )
+    assert len(models) == 1
+    return str(models[0].model_id)
+
+
+def test_good_pr_passes_then_a_worse_model_fails_against_the_champion(
+    workbench: Workbench, mlflow_server: MlflowServer, github_api: GitHubApiStandin
+) -> None:
+    project = workbench.new_project("churn", template=TEMPLATE)
+    good = workbench.act(project, github_api=github_api)
+    assert good.returncode == 0, good.output[-8000:]
+    for job in ("lint", "validate-data", "train", "test-model"):
+        assert _job(good, job, "succeeded"), f"job {job} did not succeed"
+    assert "dvc pull" not in good.output  # data.dvc is false: the committed CSVs are read as they are
+    assert "mlgate test-model: passed; promotable" in good.output
+    comment = github_api.comments(REPO, PR)
+    assert len(comment) == 1
+    body = str(comment[0]["body"])
+    # The two-column predict_proba output read at `score: 1`, and the categorical change judged on the
+    # two-year customers alone (about a fifth of the sampled rows), not on every row.
+    assert "moving from a two-year contract to month-to-month raises the risk" in body
+    scope = re.search(r"(\d+) of (\d+) rows in scope", body)
+    assert scope, body
+    assert 0 < int(scope.group(1)) < int(scope.group(2))
+
+    # The release before the next push: this model becomes the champion.
+    client = MlflowClient(mlflow_server.uri)
+    model_id = _model_uri_of_commit(client, project)
+    client.create_registered_model(MODEL)
+    version = client.create_model_version(MODEL, f"models:/{model_id}", model_id=model_id)
+    client.set_registered_model_alias(MODEL, "champion", version.version)
+
+    config_path = project.path / "mlgate.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["train"]["profiles"]["quick"] = {"C": 1.0, "ignore": ["support_calls_90d", "contract"]}
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", "train: a simpler model without support calls and contract")
+    worse = workbench.act(project, github_api=github_api)
+    assert worse.returncode != 0, worse.output[-6000:]
+    assert _job(worse, "train", "succeeded")
+    assert not _job(worse, "test-model", "succeeded")
+    assert "baseline.roc_auc" in worse.output
+    assert "::error file=mlgate.yaml,line=" in worse.output
+    body = str(github_api.comments(REPO, PR)[0]["body"])  # the same comment, updated in place
+    assert len(github_api.comments(REPO, PR)) == 1
+    assert "❌ failed · not promotable" in body
+    assert f"`models:/{MODEL}@champion` (version {version.version})" in body
+    assert client.get_model_version_by_alias(MODEL, "champion").version == version.version
+
+
+def test_drifted_batch_in_git_fails_at_validate_data(workbench: Workbench) -> None:
+    project = workbench.new_project("churn-drift", template=TEMPLATE)
+    train_csv = project.path / "data" / "train.csv"
+    frame = pd.read_csv(train_csv)
+    frame["monthly_charges"] = (frame["monthly_charges"] + 25.0).round(2)  # this month's price rise
+    frame.to_csv(train_csv, index=False)
+    project.git("commit", "-q", "-am", "data: this month's batch")
+    result = workbench.act(project)
+    assert result.returncode != 0, result.output[-6000:]
+    assert "DRIFT" in result.output and "monthly_charges" in result.output
+    assert not _job(result, "validate-data", "succeeded")
+    assert not _job(result, "train", "succeeded")
+    assert "mlgate train: run" not in result.output  # no model was trained on drifted data
