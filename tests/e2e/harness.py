@@ -117,7 +117,7 @@ class Workbench:
         if remote is not None:
             _run(["bash", "scripts/setup-dvc-remote.sh", str(remote)], path, project.env)
         project.git("add", "-A")
-        project.git("commit", "-q", "-m", "fraud-detection: initial")
+        project.git("commit", "-q", "-m", f"{repository}: initial")
         project.git("checkout", "-q", "-b", f"pr/{name}")
         return project
 

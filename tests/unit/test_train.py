@@ -284,3 +284,19 @@ def test_dvc_stage_runs_with_force_and_is_tracked(project: Path, store: str) -> 
     second = train(loaded, profile="quick", tracking_uri=store)  # --force: DVC must not skip the stage
     for report in (first, second):
         assert report.main.status == "FINISHED" and "holdout_auc" in report.main.metrics
+
+
+def test_sql_store_needs_mlflow_sql_backend_in_the_project_venv(tmp_path: Path) -> None:
+    # A project venv with mlflow-skinny (here: a bare venv) cannot log to sqlite:///: said before training.
+    import venv
+
+    from mlgate.train import require_sql_store
+
+    venv.create(tmp_path / "bare", with_pip=False)
+    bare_python = tmp_path / "bare" / "bin" / "python"
+    with pytest.raises(ToolError) as caught:
+        require_sql_store(bare_python, "sqlite:///mlflow.db")
+    assert "sqlalchemy and alembic are not installed" in caught.value.message
+    assert "mlflow-skinny" in caught.value.message and caught.value.hint and "environment.install" in caught.value.hint
+    require_sql_store(bare_python, "http://127.0.0.1:5000")  # a server: the project venv needs no SQL store
+    require_sql_store(sys.executable, "sqlite:///mlflow.db")  # mlgate's dev venv has the SQL backend

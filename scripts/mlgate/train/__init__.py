@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from mlgate.config import LoadedConfig, TrainConfig
 from mlgate.dvcio import dvc_pull
-from mlgate.errors import ConfigError, GateFailed
+from mlgate.errors import ConfigError, GateFailed, ToolError
+from mlgate.mlflowio import SQL_SCHEMES, redact
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
 from mlgate.train import tracking
@@ -136,6 +138,26 @@ def _environment(
     return env
 
 
+def require_sql_store(python: str | Path, tracking_uri: str) -> None:
+    """A SQL tracking store needs MLflow's SQL backend in the project venv too, where the training logs.
+
+    mlflow-skinny (a common choice for a project's MLflow client) has none: without this check the
+    training would start and die in MLflow's store registry, its traceback relayed as the failure.
+    """
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in SQL_SCHEMES:
+        return
+    probe_code = "import sqlalchemy, alembic"
+    done = subprocess.run([str(python), "-c", probe_code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ToolError(
+            f"the tracking URI {redact(tracking_uri)} is a SQL store, but the project venv ({python}) cannot open "
+            "one: sqlalchemy and alembic are not installed there (mlflow-skinny leaves them out)",
+            hint="depend on `mlflow` (not mlflow-skinny) in the project's environment.install, add sqlalchemy and "
+            "alembic to it, or train against an MLflow server (--tracking-uri http://...)",
+        )
+
+
 def train(
     loaded: LoadedConfig,
     *,
@@ -168,6 +190,8 @@ def train(
     tracking.with_retries("reaching the server", tracking_uri, lambda: mlflow_client.search_experiments(max_results=1))
     lap("mlflow")
     python = ensure_project_env(loaded)
+    if python is not None:
+        require_sql_store(python, tracking_uri)
     lap("project_env")
     info = choose(probe(python or sys.executable), wanted_device, gpu_required)
     lap("device_probe")
