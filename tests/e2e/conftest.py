@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import Workbench
 from tests.e2e.mlflow_server import MlflowServer
 
@@ -33,3 +34,10 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowSer
         pytest.fail("git is required for the end-to-end tests (make test installs it)")
     root: Path = tmp_path_factory.mktemp("workbench")
     yield Workbench(root, tracking_uri=mlflow_server.uri)
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubApiStandin]:
+    """A loopback stand-in of GitHub's issue-comment API, fresh for each test (its PR comments)."""
+    with GitHubApiStandin() as standin:
+        yield standin

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -22,12 +21,6 @@ from tests.e2e.mlflow_server import MlflowServer
 
 REPO = "example/fraud-detection"
 PR = 7
-
-
-@pytest.fixture
-def github_api() -> Iterator[GitHubApiStandin]:
-    with GitHubApiStandin() as standin:
-        yield standin
 
 
 def _use_registered_model(

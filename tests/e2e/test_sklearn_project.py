@@ -10,10 +10,8 @@ drifted batch of data and stops at validate-data, before any training.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pandas as pd
-import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -25,12 +23,6 @@ TEMPLATE = "example-sklearn"
 MODEL = "churn"
 REPO = "example/churn"
 PR = 7
-
-
-@pytest.fixture
-def github_api() -> Iterator[GitHubApiStandin]:
-    with GitHubApiStandin() as standin:
-        yield standin
 
 
 def _job(result: ActResult, job: str, outcome: str) -> bool:
