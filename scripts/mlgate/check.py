@@ -26,8 +26,11 @@ from mlgate.config import (
     _hint_for,
     _key_lines,
     load_config,
+    read_config_document,
 )
 from mlgate.errors import ConfigError
+from mlgate.paths import FileRefused, kind_problem, outside_root, read_text
+from mlgate.yamlio import YamlRefused, parse_yaml
 
 Kind = Literal["config", "input"]
 
@@ -99,12 +102,11 @@ def check_config(path: str | Path) -> CheckReport:
 
 def _schema_problems(path: Path) -> list[Problem]:
     """Each schema error on its own line (load_config stops at the first); empty when it is not one."""
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError:
+        document = read_config_document(path)
+    except ConfigError:
         return []
+    raw, node = document.data, document.node
     if not isinstance(raw, dict) or node is None:
         return []
     try:
@@ -177,9 +179,15 @@ class _Checker:
                     *keys,
                     level="warning",
                 )
-            elif not path.is_file():
-                state = "is a folder, not a file" if path.is_dir() else "does not exist"
+            elif (state := kind_problem(path)) is not None:
                 self.problem("input", f"data source {name!r}: {source.path} {state}{self.under}", *keys)
+            elif not source.allow_outside_project and (real := outside_root(self.root, path)) is not None:
+                self.problem(
+                    "input",
+                    f"data source {name!r}: {source.path} resolves through a symlink to {real}, outside the project "
+                    f"(it was not read); set data.sources.{name}.allow_outside_project: true to read it from there",
+                    *keys,
+                )
             elif path.stat().st_size == 0:
                 self.problem("input", f"data source {name!r}: {source.path} is empty (0 bytes)", *keys)
 
@@ -232,9 +240,12 @@ class _Checker:
         if not self.exists("dvc.yaml", f"train.stage {stage!r} needs", "train", "stage", directory_ok=False):
             return
         try:
-            document = yaml.safe_load((self.root / "dvc.yaml").read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            self.problem("input", f"dvc.yaml is not valid YAML: {exc}", "train", "stage")
+            document = parse_yaml(read_text(self.root / "dvc.yaml")).data or {}
+        except FileRefused as exc:
+            self.problem("input", f"dvc.yaml {exc.reason}", "train", "stage")
+            return
+        except YamlRefused as exc:
+            self.problem("input", f"dvc.yaml:{exc.line or '?'}: {exc.describe()}; {exc.hint}", "train", "stage")
             return
         stages = document.get("stages") if isinstance(document, dict) else None
         declared = sorted(stages) if isinstance(stages, dict) else []
@@ -266,7 +277,8 @@ class _Checker:
 
     def _read_header(self, name: str, source: DataSource) -> list[str] | None:
         path = self.root / source.path
-        if not path.is_file() or path.stat().st_size == 0:
+        leaves = not source.allow_outside_project and outside_root(self.root, path) is not None
+        if kind_problem(path) is not None or leaves or path.stat().st_size == 0:
             return None  # reported by _sources
         keys = ("data", "sources", name)
         fmt = source.format or (
@@ -403,9 +415,14 @@ class _Checker:
     def _workflows(self) -> None:
         for workflow in _workflow_files(self.root):
             try:
-                node = yaml.compose(workflow.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError):
-                continue  # actionlint's job, not ours
+                node = parse_yaml(read_text(workflow)).node
+            except FileRefused:
+                continue
+            except YamlRefused as exc:
+                if not exc.syntax:
+                    # Valid YAML read differently by each tool (a duplicate key, an alias bomb): GitHub refuses it.
+                    self.workflow_problem(workflow, exc.line or 1, f"{exc.problem}; {exc.hint}")
+                continue  # a syntax error is actionlint's job, not ours
             repo_root = workflow.parent.parent.parent
             for call in _profile_calls(node):
                 if "${{" in call.config or "${{" in call.working_directory:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import import_module
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
 
-from mlgate import __version__, gha
+from mlgate import __version__, gha, redaction
 from mlgate.errors import InputError, MlgateError
 from mlgate.extras import run_gate
 
@@ -51,6 +55,40 @@ def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def require_output(option: str, value: str | Path, *, folder: bool = False) -> Path:
+    """`value`, a file (or with `folder` a folder) the gate will write, checked before the gate does its work.
+
+    Missing folders are fine (the gate creates them) where the nearest existing one is a writable
+    folder; a file where a folder must be, a folder where the file must be, or an unwritable place
+    is an InputError naming the option, so nothing is trained or validated only to fail at writing.
+    """
+    path = Path(value)
+    kind = "folder" if folder else "file"
+
+    def refuse(problem: str) -> NoReturn:
+        raise InputError(
+            f"{option} {path}: {problem}",
+            hint=f"pass {option} a {kind} path in a folder this user can write (missing folders are created)",
+        )
+
+    if path.exists():
+        if folder and not path.is_dir():
+            refuse("is a file, not a folder")
+        if not folder and path.is_dir():
+            refuse("is a folder; name a file (in it)")
+        if not os.access(path, os.W_OK):
+            refuse(f"the {kind} is not writable")
+        return path
+    nearest = path.absolute().parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        refuse(f"{nearest} is a file, so the {kind} cannot be created under it")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        refuse(f"cannot create the {kind}: {nearest} is not writable")
+    return path
+
+
 def require_tracking_uri(uri: str | None) -> str:
     if not uri:
         raise InputError(
@@ -76,8 +114,16 @@ def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error exiting 3 (bad input) rather than 2, which means a bad mlgate.yaml."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(InputError.exit_code, f"{self.prog}: error: {message}\nhint: see `{self.prog} --help`\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    parser = argparse.ArgumentParser(prog="mlgate", description=__doc__)
+    parser = Parser(prog="mlgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlgate {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runners: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -89,19 +135,48 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     return parser, runners
 
 
+def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    # An unexpected failure's traceback may quote a URI or a token; it is redacted like any other output.
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(redaction.redact("".join(traceback.format_exception(kind, value, tb))))
+
+
+def register_secrets(args: argparse.Namespace) -> None:
+    """Register every secret this run was given, before the gate could print one (mlgate.redaction)."""
+    redaction.register_environment()
+    for name in ("tracking_uri", "dvc_remote_url"):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            redaction.register_uri(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    # Registered and wrapped before parsing: argparse's own errors may echo an argument.
+    redaction.register_environment()
+    sys.excepthook = _redacted_excepthook
+    # Every print of every module (and the children's output procio relays) passes the redaction layer.
+    stdout, stderr = sys.stdout, sys.stderr
+    redacted_stdout, redacted_stderr = redaction.wrap(stdout), redaction.wrap(stderr)
+    sys.stdout, sys.stderr = redacted_stdout, redacted_stderr
+    command = "?"
     try:
+        parser, runners = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        register_secrets(args)
         # A missing optional dependency (a gate whose extra is not installed) becomes a ToolError here.
-        return run_gate(args.command, runners[args.command], args)
+        return run_gate(command, runners[command], args)
     except MlgateError as exc:
-        gha.annotation("error", exc.message, file=exc.file, line=exc.line, title=f"mlgate {args.command}")
+        gha.annotation("error", exc.message, file=exc.file, line=exc.line, title=f"mlgate {command}")
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {redaction.redact(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        redacted_stdout.flush()
+        redacted_stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":

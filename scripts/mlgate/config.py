@@ -11,8 +11,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlgate.errors import ConfigError
+from mlgate.paths import FileRefused, escapes_lexically, kind_problem, outside_root, read_text
+from mlgate.yamlio import YamlDocument, YamlRefused, parse_yaml
 
 DEFAULT_CONFIG = "mlgate.yaml"
+# mlgate.yaml is a few kilobytes; past a megabyte it is not a config.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class _Model(BaseModel):
@@ -50,7 +54,15 @@ class EnvironmentConfig(_Model):
 class DataSource(_Model):
     """A data file the gates read. CSV (any delimiter) or Parquet, by extension or `format`."""
 
-    path: str = Field(description="Path relative to the project root.")
+    path: str = Field(
+        description="Path relative to the project root; it must stay inside the project (symlinks followed) "
+        "unless allow_outside_project is set."
+    )
+    allow_outside_project: bool = Field(
+        False,
+        description="Let `path` be absolute, climb out with `..`, or be a symlink leaving the project "
+        "(e.g. a DVC cache of symlinks on a shared disk).",
+    )
     format: Literal["csv", "parquet"] | None = Field(None, description="Default: from the extension.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
 
@@ -471,28 +483,50 @@ def _format_location(loc: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:
-    """Read and validate `mlgate.yaml`; every problem is a ConfigError naming file, key and fix."""
-    config_path = Path(path)
-    if not config_path.is_file():
+def read_config_document(config_path: Path) -> YamlDocument:
+    """mlgate.yaml parsed safely, or a ConfigError that quotes nothing of the file.
+
+    The file must be a regular UTF-8 file of at most MAX_CONFIG_BYTES inside its own folder (the
+    project root) once symlinks are followed: a config symlinked to /etc/passwd is refused unread.
+    """
+    problem = kind_problem(config_path)
+    if problem == "does not exist":
         raise ConfigError(
             f"{config_path}: config file not found",
             hint="create mlgate.yaml at the project root or pass its path with --config",
             file=str(config_path),
         )
-    text = config_path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+    outside = outside_root(config_path.parent, config_path)
+    if outside is not None:
         raise ConfigError(
-            f"{config_path}:{line or '?'}: not valid YAML: {getattr(exc, 'problem', exc)}",
-            hint="fix the YAML syntax at that line",
+            f"{config_path}: is a symlink to {outside}, outside the project folder {config_path.parent}",
+            hint="put mlgate.yaml itself in the project (a copy, not a symlink leaving it); it was not read",
             file=str(config_path),
-            line=line,
+        )
+    try:
+        text = read_text(config_path, max_bytes=MAX_CONFIG_BYTES)
+    except FileRefused as exc:
+        raise ConfigError(
+            f"{config_path}: {exc.reason}",
+            hint=f"point --config at mlgate.yaml: a regular UTF-8 text file of at most {MAX_CONFIG_BYTES} bytes",
+            file=str(config_path),
         ) from None
+    try:
+        return parse_yaml(text)
+    except YamlRefused as exc:
+        raise ConfigError(
+            f"{config_path}:{exc.line or '?'}: {exc.describe()}",
+            hint=exc.hint,
+            file=str(config_path),
+            line=exc.line,
+        ) from None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:
+    """Read and validate `mlgate.yaml`; every problem is a ConfigError naming file, key and fix."""
+    config_path = Path(path)
+    document = read_config_document(config_path)
+    raw, node = document.data, document.node
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{config_path}: expected a mapping of keys at the top level, got {type(raw).__name__}",
@@ -512,16 +546,40 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:
         # pydantic reports the alias (`validate`) for aliased fields; lines use the YAML key.
         line = loaded.line_of(*loc)
         key = _format_location(loc)
-        problems = [f"{_format_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{_format_location(tuple(e['loc']))}: {_excerpt(e['msg'])}" for e in exc.errors()]
         hint = _hint_for(first)
         raise ConfigError(
-            f"{config_path}:{line or 1}: invalid key {key}: {first['msg']}"
+            f"{config_path}:{line or 1}: invalid key {_excerpt(key)}: {_excerpt(first['msg'])}"
             + (f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if len(problems) > 1 else ""),
             hint=hint,
             file=str(config_path),
             line=line or 1,
         ) from None
-    return LoadedConfig(model=model, path=config_path, lines=lines)
+    loaded = LoadedConfig(model=model, path=config_path, lines=lines)
+    _paths_stay_inside(loaded)
+    return loaded
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    """At most `limit` characters on one line: a message may echo a value, never a screenful of the file."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _paths_stay_inside(loaded: LoadedConfig) -> None:
+    """Data paths that leave the project as written (absolute, `..`); symlinks are checked where files are read."""
+    for name, source in loaded.model.data.sources.items():
+        if source.allow_outside_project or not escapes_lexically(source.path):
+            continue
+        line = loaded.line_of("data", "sources", name, "path")
+        raise ConfigError(
+            f"{loaded.path}:{line or 1}: invalid key data.sources.{name}.path: {_excerpt(source.path, 80)!r} "
+            "is outside the project (absolute, or climbing out with ..)",
+            hint=f"give a path relative to {loaded.root} inside it, or set "
+            f"data.sources.{name}.allow_outside_project: true to read it from there on purpose",
+            file=str(loaded.path),
+            line=line or 1,
+        )
 
 
 def _hint_for(error: Any) -> str:

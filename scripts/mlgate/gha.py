@@ -1,5 +1,7 @@
 """Every byte mlgate writes to GitHub: outputs, step summary, annotations and the PR comment.
 
+Each of them is redacted (mlgate.redaction) here, where it is written, so no caller has to.
+
 Outside GitHub Actions the same calls render for a person: `path:line: level: message` instead of
 workflow commands, plain-text tables instead of Markdown, a title line instead of a log group.
 """
@@ -17,6 +19,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TextIO
+
+from mlgate.redaction import redact, redact_value
 
 Level = Literal["error", "warning", "notice"]
 
@@ -49,6 +53,8 @@ def annotation(
     into an annotation: `::error file=..,line=..::msg`. Elsewhere the form compilers use,
     `path:line: error: msg`, which editors and terminals link to the file; the title is dropped there.
     """
+    message = redact(message)
+    title = redact(title) if title else title
     if not in_actions():
         text = _human_annotation(level, message, file=file, line=line, col=col)
         print(text, file=stream or sys.stdout, flush=True)
@@ -104,6 +110,7 @@ def set_output(name: str, value: str) -> None:
     target = os.environ.get("GITHUB_OUTPUT")
     if not target:
         return
+    value = redact(value)
     delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
     # A value containing the delimiter would end the heredoc early; a fresh uuid cannot collide.
     with open(target, "a", encoding="utf-8") as handle:
@@ -112,6 +119,7 @@ def set_output(name: str, value: str) -> None:
 
 def add_summary(markdown: str) -> None:
     """Append Markdown to the job summary ($GITHUB_STEP_SUMMARY); as plain text on stderr when run by hand."""
+    markdown = redact(markdown)
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with open(target, "a", encoding="utf-8") as handle:
@@ -124,7 +132,7 @@ class group:
     """`::group::` ... `::endgroup::` around a long log, as a context manager; a title line outside Actions."""
 
     def __init__(self, title: str) -> None:
-        self.title = title
+        self.title = redact(title)
 
     def __enter__(self) -> group:
         if in_actions():
@@ -145,6 +153,8 @@ def set_outputs(outputs: Mapping[str, object], *, json_file: Path | None = None)
     or a script finds the run id or model URI instead of reading the log. In the file values keep their
     JSON types; as step outputs they are strings (booleans `true`/`false`, None empty, the rest JSON).
     """
+    # Redacted value by value: in the JSON text a secret with a quote or backslash would be escaped past a match.
+    outputs = redact_value(dict(outputs))
     for name, value in outputs.items():
         set_output(name, _output_text(value))
     written = False
@@ -308,7 +318,7 @@ def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str |
         annotation("notice", f"PR comment not posted: {skipped}", title="mlgate PR comment")
         return None
     api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
-    tagged = f"{marker(key)}\n{body}"
+    tagged = f"{marker(key)}\n{redact(body)}"
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "application/vnd.github+json",

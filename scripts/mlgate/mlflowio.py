@@ -1,20 +1,27 @@
 """MLflow tracking URIs and stores, for the gates that talk to MLflow (train, test-model).
 
 The tracking URI usually comes from a secret. It is only ever shown redacted (no user info, no
-query), and error text from the client is scrubbed of it before it is printed. A URI that MLflow
-cannot open is an expected failure with a fix, never a traceback.
+query), and error text from the client is scrubbed of it before it is printed; its credentials
+join mlgate.redaction's registry, which every output channel redacts. A URI that MLflow cannot
+open is an expected failure with a fix, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from mlgate import redaction
 from mlgate.errors import InputError, MlgateError, ToolError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 # MLflow's SQL stores (mlflow.store.db.db_types.DATABASE_ENGINES): registered only where sqlalchemy is installed.
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -37,18 +44,18 @@ def redact(uri: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _secrets(uri: str) -> list[str]:
-    parts = urlsplit(uri)
-    found = [value for value in (parts.password, parts.username, parts.query) if value]
-    found += [os.environ[k] for k in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD") if os.environ.get(k)]
-    return found
-
-
 def scrub(text: str, uri: str) -> str:
-    """`text` with the URI and every credential in it (or in the environment) replaced."""
-    text = text.replace(uri, redact(uri))
-    for secret in _secrets(uri):
-        text = text.replace(secret, "***")
+    """`text` with the URI shown redacted and every registered credential (the URI's, the environment's) replaced."""
+    # Registered here too, for callers that did not come through the CLI (which registers both at start).
+    redaction.register_uri(uri)
+    redaction.register_environment()
+    text = redaction.redact(text.replace(uri, redact(uri)))
+    # Text about this URI (the client's errors) also loses its short parts, which the registry ignores
+    # everywhere else so as not to garble ordinary text: a two-letter password still never shows here.
+    parts = urlsplit(uri)
+    for part in (parts.password, parts.username, parts.query):
+        if part:
+            text = text.replace(part, redaction.MASK)
     return text
 
 
@@ -122,7 +129,93 @@ def open_client(uri: str) -> MlflowClient:
     """
     from mlflow import MlflowClient
 
+    redaction.register_uri(uri)
     try:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except Exception as exc:
         raise _open_failure(exc, uri) from None
+
+
+# MLflow retries each HTTP request itself (7 times with backoff, 120 s timeout: about four minutes
+# against a server that is down). mlgate's own requests fail fast and with_retries does the retrying,
+# with a bound a user can read; the processes mlgate starts (training, model tests) keep a few retries
+# of their own, for a blip during an hour of training, but never MLflow's minutes. A value the user set wins.
+HTTP_ENV_OWN = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+HTTP_ENV_CHILD = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_S = 1.0
+_set_by_mlgate: dict[str, str] = {}  # what bound_requests put into os.environ, told apart from the user's
+
+
+def bound_requests() -> None:
+    """Make this process's MLflow HTTP requests fail fast (a value the user set is kept)."""
+    for key, value in HTTP_ENV_OWN.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            _set_by_mlgate[key] = value
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """`env`, for a process mlgate starts, with MLflow's HTTP retries and timeout bounded unless the user set them."""
+    for key, value in HTTP_ENV_CHILD.items():
+        given = os.environ.get(key)
+        env[key] = given if given is not None and given != _set_by_mlgate.get(key) else value
+    return env
+
+
+def with_retries(
+    what: str,
+    uri: str,
+    call: Callable[[], T],
+    *,
+    attempts: int | None = None,
+    backoff_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, retried with exponential backoff (MLGATE_MLFLOW_ATTEMPTS, MLGATE_MLFLOW_BACKOFF_S);
+    then a ToolError naming the (redacted) server."""
+    attempts = attempts or _env_number("MLGATE_MLFLOW_ATTEMPTS", DEFAULT_ATTEMPTS, int)
+    delay = backoff_s if backoff_s is not None else _env_number("MLGATE_MLFLOW_BACKOFF_S", DEFAULT_BACKOFF_S, float)
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            last = (scrub(f"{type(exc).__name__}: {exc}", uri).strip().splitlines() or [""])[0][:300]
+            if attempt < attempts:
+                print(f"mlgate: {what} failed (attempt {attempt}/{attempts}), retrying in {delay:g}s: {last}")
+                sleep(delay)
+                delay *= 2
+    raise ToolError(
+        f"MLflow tracking server {redact(uri)}: {what} failed after {attempts} attempts: {last}",
+        hint=(
+            "check the tracking-uri input (secret or variable) and that the server is up and reachable from the "
+            "runner; credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN"
+        ),
+    )
+
+
+def _env_number(name: str, default: N, kind: Callable[[str], N]) -> N:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = default
+    else:
+        if value > 0:
+            return value
+    raise InputError(
+        f"{name}={raw!r} is not a positive number",
+        hint=f"set {name} to a number above 0 (default {default:g}), or unset it",
+    )
+
+
+def reach(uri: str) -> MlflowClient:
+    """A client of `uri` whose server has answered once: one that is down fails here within with_retries'
+    bound, before anything is installed, trained or loaded."""
+    bound_requests()
+    client = open_client(uri)
+    with_retries("reaching the server", uri, lambda: client.search_experiments(max_results=1))
+    return client

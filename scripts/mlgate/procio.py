@@ -1,4 +1,9 @@
-"""Run a gate's child process (training, model tests) with its output echoed live and kept as a log."""
+"""Run a gate's child process (training, model tests) with its output echoed live and kept as a log.
+
+The child runs with the credentials it needs (the tracking URI, MLflow's password) and may print
+them (MLflow's "View run ... at <uri>"); each line is redacted before it is echoed, kept or written
+to the log, which is uploaded as an artifact.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import time
 from pathlib import Path
 
 from mlgate.errors import ToolError
+from mlgate.redaction import redact
 
 LOG_TAIL_LINES = 30
 
@@ -17,7 +23,10 @@ LOG_TAIL_LINES = 30
 def stream(
     command: list[str], cwd: Path, env: dict[str, str], log_path: Path, *, what: str = "training command", hint: str
 ) -> tuple[int, list[str], float]:
-    """Run `command`, echoing its output, writing it all to `log_path`; (exit code, last lines, seconds)."""
+    """Run `command`, echoing its output, writing it all to `log_path`; (exit code, last lines, seconds).
+
+    Echo, log and last lines are redacted: no secret of mlgate's registry reaches any of them.
+    """
     if not command or shutil.which(command[0], path=env.get("PATH")) is None:
         raise ToolError(f"{what} {command[0] if command else '(empty)'!r} not found", hint=hint)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
@@ -27,7 +36,8 @@ def stream(
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
         assert process.stdout is not None
-        for line in process.stdout:
+        for raw in process.stdout:
+            line = redact(raw)
             sys.stdout.write(line)
             sys.stdout.flush()
             log.write(line)

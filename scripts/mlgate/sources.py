@@ -9,6 +9,7 @@ import pandas as pd
 
 from mlgate.config import DataSource, LoadedConfig
 from mlgate.errors import InputError
+from mlgate.paths import kind_problem, outside_root
 
 _CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 _PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
@@ -66,13 +67,32 @@ def load_source(config: LoadedConfig, name: str, *, datetime_columns: list[str] 
     source = sources[name]
     path = config.root / source.path
     where = _Where(str(config.path), config.line_of("data", "sources", name, "path"))
-    if not path.is_file():
+    problem = kind_problem(path)
+    if problem is not None and problem.endswith("does not exist"):  # a DVC symlink not pulled yet included
         raise InputError(
-            f"data source {name!r}: file {path} does not exist",
+            f"data source {name!r}: file {path} {problem}",
             hint=(
                 f"check data.sources.{name}.path (relative to {config.root}); "
                 "if the data is versioned with DVC, set data.dvc: true or run `dvc pull`"
             ),
+            file=where.file,
+            line=where.line,
+        )
+    if problem is not None:
+        # A FIFO would block the read and a device (/dev/zero) never end: refused before pandas opens it.
+        raise InputError(
+            f"data source {name!r}: {path} {problem}",
+            hint=f"point data.sources.{name}.path at a CSV or Parquet file",
+            file=where.file,
+            line=where.line,
+        )
+    real = None if source.allow_outside_project else outside_root(config.root, path)
+    if real is not None:
+        raise InputError(
+            f"data source {name!r}: {path} resolves through a symlink to {real}, outside the project "
+            f"{config.root}; it was not read",
+            hint=f"copy the file into the project, or set data.sources.{name}.allow_outside_project: true "
+            "to read it from there on purpose",
             file=where.file,
             line=where.line,
         )

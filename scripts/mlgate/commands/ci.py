@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlgate import redaction
 from mlgate.errors import GateFailed, InputError
 from mlgate.localci.act import ErrorAnnotation
 from mlgate.localci.run import DEFAULT_EVENT, LocalCiRequest, LocalCiResult, LocalCiRun, run_local_ci
@@ -155,6 +156,11 @@ def render_result(result: LocalCiResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     env = os.environ
+    secrets = parse_assignments(args.secret, "--secret", env, from_env=True)
+    for value in secrets.values():
+        # A secret handed to the workflows may come back in act's output, which this command echoes.
+        redaction.register(value)
+        redaction.register_uri(value)
     request = LocalCiRequest(
         project=args.project,
         workflow=args.workflow,
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         base_ref=args.base,
         inputs=parse_assignments(args.input, "--input", env, from_env=False),
         variables=parse_assignments(args.var, "--var", env, from_env=True),
-        secrets=parse_assignments(args.secret, "--secret", env, from_env=True),
+        secrets=secrets,
         env=parse_assignments(args.env, "--env", env, from_env=False),
         tracking_uri=args.tracking_uri,
         mlgate_source=args.mlgate_source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mlgate.cli import require_output
 from mlgate.config import json_schema
 
 
@@ -12,10 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output = require_output("--output", args.output) if args.output else None
     schema = json_schema()
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(schema + "\n")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(schema + "\n", encoding="utf-8")
     else:
         print(schema)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
@@ -15,6 +14,7 @@ from mlgate.cli import (
     add_tracking_argument,
     env_default,
     flag_default,
+    require_output,
     require_tracking_uri,
 )
 from mlgate.config import PerformanceMetric, load_config
@@ -166,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
             hint="pass the train step's model-uri output as the model-uri input, or --model models:/<model_id>",
         )
     tracking_uri = require_tracking_uri(args.tracking_uri)
+    junit_path = require_output("--junit-xml", args.junit_xml)
+    outputs_file = require_output("--outputs-file", args.outputs_file or loaded.root / OUTPUTS_FILE)
     report = run_model_tests(
         loaded,
         candidate_uri=args.model,
         tracking_uri=tracking_uri,
-        junit_path=Path(args.junit_xml),
+        junit_path=junit_path,
         pull_data=not args.no_dvc_pull,
         dvc_remote_url=args.dvc_remote_url,
         extra_pytest_args=args.pytest_args,
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "timings": timings,
         "comment-url": url or "",
     }
-    gha.set_outputs(outputs, json_file=Path(args.outputs_file) if args.outputs_file else loaded.root / OUTPUTS_FILE)
+    gha.set_outputs(outputs, json_file=outputs_file)
     if not report.passed:
         errored = [t["nodeid"] for t in report.errored_checks]
         names = [check["id"] for check in failed] + errored + [t["nodeid"] for t in report.user_failures]

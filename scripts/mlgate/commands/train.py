@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
@@ -15,6 +14,7 @@ from mlgate.cli import (
     add_tracking_argument,
     env_default,
     flag_default,
+    require_output,
     require_tracking_uri,
 )
 from mlgate.config import load_config
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_config(args.config)
     tracking_uri = require_tracking_uri(args.tracking_uri)
+    outputs_file = require_output("--outputs-file", args.outputs_file or loaded.root / OUTPUTS_FILE)
     try:
         report = train(
             loaded,
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         "timings": timings,
         "reproducible": (not report.repro_differences) if report.repro_checked else None,
     }
-    gha.set_outputs(outputs, json_file=Path(args.outputs_file) if args.outputs_file else loaded.root / OUTPUTS_FILE)
+    gha.set_outputs(outputs, json_file=outputs_file)
     if report.repro_differences:
         detail = "; ".join(f"{name}: {_fmt(a)} vs {_fmt(b)}" for name, (a, b) in report.repro_differences.items())
         settings = settings_of(loaded)

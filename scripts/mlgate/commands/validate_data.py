@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_dvc_arguments, env_default
+from mlgate.cli import add_config_argument, add_dvc_arguments, env_default, require_output
 from mlgate.config import LoadedConfig, load_config
 from mlgate.errors import GateFailed
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
-    docs_dir = Path(args.docs_dir)
+    docs_dir = require_output("--docs-dir", args.docs_dir, folder=True)
     if config.model.data.dvc and not args.no_dvc_pull:
         with gha.group("dvc pull"):
             dvc_pull(config, needed_sources(config, sources, args.drift_current), args.dvc_remote_url)

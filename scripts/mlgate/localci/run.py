@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 import mlgate
 from mlgate import RELEASE_REF, REPOSITORY
 from mlgate.errors import InputError, ToolError
@@ -37,6 +35,8 @@ from mlgate.localci.act import (
     run_act,
 )
 from mlgate.localci.mlflow_server import INSTALL_HINT, MlflowServer, find_mlflow, free_port
+from mlgate.paths import FileRefused, read_text
+from mlgate.yamlio import YamlRefused, parse_yaml
 
 DEFAULT_EVENT = "pull_request"
 WORKFLOWS_DIR = Path(".github") / "workflows"
@@ -159,9 +159,16 @@ def workflow_files(root: Path) -> list[Path]:
 def workflow_events(path: Path) -> list[str]:
     """The events in a workflow's `on:` (YAML 1.1 reads the key `on` as True)."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: not a readable workflow: {exc}", file=str(path)) from exc
+        document = parse_yaml(read_text(path)).data
+    except FileRefused as exc:
+        raise InputError(f"{path}: not a readable workflow: it {exc.reason}", file=str(path)) from None
+    except YamlRefused as exc:
+        raise InputError(
+            f"{path}:{exc.line or '?'}: not a readable workflow: {exc.describe()}",
+            hint=exc.hint,
+            file=str(path),
+            line=exc.line,
+        ) from None
     if not isinstance(document, dict):
         raise InputError(f"{path}: not a workflow (no mapping at the top)", file=str(path))
     triggers: Any = document.get("on", document.get(True))

@@ -20,7 +20,7 @@ from mlgate.config import LoadedConfig
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, GateFailed, InputError, MlgateError, ToolError
 from mlgate.extras import require
-from mlgate.mlflowio import open_client
+from mlgate.mlflowio import child_env, reach
 from mlgate.modeltest.settings import settings_of
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
@@ -109,8 +109,10 @@ def run_model_tests(
     tests = _user_test_paths(loaded)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    # A tracking URI MLflow cannot open fails here, in a second, not after the project venv is built.
-    open_client(tracking_uri)
+    # A tracking URI MLflow cannot open, or a server that does not answer, fails here within a bounded
+    # number of attempts (MLGATE_MLFLOW_ATTEMPTS), not after the project venv is built or minutes of MLflow's
+    # own retries while the models load.
+    reach(tracking_uri)
     timings["mlflow"] = time.perf_counter() - started
     started = time.perf_counter()
     python = ensure_project_env(loaded)
@@ -130,9 +132,14 @@ def run_model_tests(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("MLGATE_CANDIDATE", None)
+    child_env(env)
     junit_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlgate-test-model-") as tmp:
         report_path = Path(tmp) / "report.json"
+        # Whatever the run leaves in its temporary folder (a model MLflow downloaded, pytest's basetemp)
+        # goes with this folder.
+        env["TMPDIR"] = str(Path(tmp) / "tmp")
+        Path(env["TMPDIR"]).mkdir()
         command = [
             str(python or sys.executable), "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider",
             str(loaded.path.resolve()), *tests,

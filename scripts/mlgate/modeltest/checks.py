@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -88,12 +90,31 @@ class Session:
     """The holdout and both models, loaded once and shared by every check and fixture."""
 
     def __init__(self, loaded: LoadedConfig, candidate_uri: str) -> None:
+        # MLflow downloads each model's artifacts into a temporary folder it never removes: download them
+        # here instead, and remove the folder with the session (close), or at once when loading fails.
+        self._downloads = tempfile.TemporaryDirectory(prefix="mlgate-models-")
+        try:
+            self._load(loaded, candidate_uri)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Remove the downloaded models: after the last prediction (a model may read its artifacts in predict)."""
+        self._downloads.cleanup()
+
+    def _download_dir(self, name: str) -> str:
+        folder = Path(self._downloads.name) / name
+        folder.mkdir()
+        return str(folder)
+
+    def _load(self, loaded: LoadedConfig, candidate_uri: str) -> None:
         self.loaded = loaded
         self.settings: ModelTestsConfig = settings_of(loaded)
         self.holdout: Holdout = load_holdout(loaded)
-        self.candidate: ScoredModel = load_model(loaded, candidate_uri)
+        self.candidate: ScoredModel = load_model(loaded, candidate_uri, dst_path=self._download_dir("candidate"))
         self._require_inputs(self.candidate)
-        self.champion: ScoredModel | None = load_champion(loaded)
+        self.champion: ScoredModel | None = load_champion(loaded, dst_path=self._download_dir("champion"))
         self.no_champion = no_champion_reason(loaded) if self.champion is None and self.settings.baseline else ""
         if self.champion is not None:
             check_signatures(loaded, self.candidate, self.champion)

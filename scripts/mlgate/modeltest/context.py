@@ -278,13 +278,17 @@ def _threshold(pyfunc: PyFuncModel, setting: float | ThresholdFromModel) -> floa
     return float(setting)
 
 
-def load_model(loaded: LoadedConfig, uri: str, *, version: str | None = None) -> ScoredModel:
+def load_model(
+    loaded: LoadedConfig, uri: str, *, version: str | None = None, dst_path: str | None = None
+) -> ScoredModel:
+    """The pyfunc model at `uri`, its artifacts downloaded into `dst_path` (an existing folder the caller
+    removes); without one MLflow downloads a server's model into a new temporary folder nobody removes."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
     settings = settings_of(loaded)
     try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        pyfunc = mlflow.pyfunc.load_model(uri, dst_path=dst_path)
     except MlflowException as exc:
         # A tracking URI this venv's MLflow cannot open is no fault of the model's: say what to fix instead.
         tracking_uri = mlflow.get_tracking_uri()
@@ -295,7 +299,7 @@ def load_model(loaded: LoadedConfig, uri: str, *, version: str | None = None) ->
     return ScoredModel(uri, pyfunc, _threshold(pyfunc, settings.threshold), settings.score, loaded, version)
 
 
-def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
+def load_champion(loaded: LoadedConfig, *, dst_path: str | None = None) -> ScoredModel | None:
     """The production model `models:/<model>@<alias>`, or None when the alias does not exist yet."""
     settings = settings_of(loaded)
     baseline = settings.baseline
@@ -314,7 +318,8 @@ def load_champion(loaded: LoadedConfig) -> ScoredModel | None:
         raise store_error(exc, tracking_uri, sql_hint=SQL_STORE_HINT) or ToolError(
             f"reading models:/{baseline.model}@{baseline.alias}: {scrub(str(exc), tracking_uri)[:300]}"
         ) from None
-    return load_model(loaded, f"models:/{baseline.model}@{baseline.alias}", version=str(version.version))
+    uri = f"models:/{baseline.model}@{baseline.alias}"
+    return load_model(loaded, uri, version=str(version.version), dst_path=dst_path)
 
 
 def _not_found(exc: Exception) -> bool:

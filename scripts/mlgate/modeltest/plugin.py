@@ -50,6 +50,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(config), "mlgate-recorder")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After the report is written (sessionfinish): the downloaded models go with the run.
+    found = config.stash.get(_SESSION, None)
+    if isinstance(found, Session):
+        found.close()
+
+
 def _config_path(config: pytest.Config) -> Path:
     """--mlgate-config, else the mlgate.yaml named on the command line, else the rootdir's."""
     given = config.getoption("mlgate_config")

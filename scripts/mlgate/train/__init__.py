@@ -13,16 +13,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlgate.config import LoadedConfig, TrainConfig
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, GateFailed, ToolError
-from mlgate.mlflowio import SQL_SCHEMES, redact
+from mlgate.mlflowio import SQL_SCHEMES, child_env, redact
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
 from mlgate.train import tracking
 from mlgate.train.device import DeviceInfo, choose, precheck, probe
 from mlgate.train.lineage import data_hashes, lineage_tags
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 
@@ -105,7 +109,28 @@ def _command(loaded: LoadedConfig, python: Path | None) -> list[str]:
             else [sys.executable, "-m", "dvc"]
         )
         return [*dvc, "repro", "--force", "--single-item", settings.stage]
-    return shlex.split(settings.command or "")
+    return split_command(loaded)
+
+
+def split_command(loaded: LoadedConfig) -> list[str]:
+    """train.command as an argument list (POSIX shell quoting, no shell); a ConfigError at its line when it
+    does not split or is empty."""
+    command = settings_of(loaded).command or ""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        problem = f"does not split into arguments ({exc})"
+    else:
+        if words:
+            return words
+        problem = "is empty"
+    raise ConfigError(
+        f"{loaded.path}: train.command {command!r} {problem}",
+        hint="quote as a POSIX shell would (close every ' and \"); no shell runs it, so pipes and && do not "
+        "work: put several steps in a script",
+        file=str(loaded.path),
+        line=loaded.line_of("train", "command") or loaded.line_of("train"),
+    )
 
 
 def _environment(
@@ -132,10 +157,8 @@ def _environment(
     )
     if deterministic:
         env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # mlgate's own client settings must not leak into the training's MLflow client.
-    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
-        env.pop(key, None)
-    return env
+    # mlgate's own fail-fast client settings must not reach the training's MLflow client; bounded ones do.
+    return child_env(env)
 
 
 def require_sql_store(python: str | Path, tracking_uri: str) -> None:
@@ -176,6 +199,8 @@ def train(
     wanted_device = device or settings.device
     gpu_required = settings.require_gpu if require_gpu is None else require_gpu
     precheck(wanted_device, gpu_required)
+    if not settings.stage:
+        split_command(loaded)  # a command that does not split fails here, before any MLflow run is opened
     timings: dict[str, float] = collections.defaultdict(float)
     clock = time.perf_counter()
 
@@ -219,34 +244,41 @@ def train(
         lap("lineage")
         opened = tracking.open_run(mlflow_client, tracking_uri, experiment, run_tags, flat)
         report.experiment_id = opened.experiment_id
-        lap("mlflow")
-        env = _environment(
-            python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
-            settings.seed, info.chosen, settings.deterministic,
-        )  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
-            log_path = Path(tmp) / "train.log"
-            code, tail, seconds = stream(
-                command,
-                loaded.root,
-                env,
-                log_path,
-                hint="fix train.command in mlgate.yaml, or add what provides it to environment.install",
-            )
-            lap("training")
-            tail = [tracking.scrub(line, tracking_uri) for line in tail]
-            try:
-                mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
-            except Exception as exc:
-                print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
-        if code != 0:
-            mark_failed = functools.partial(mlflow_client.set_terminated, opened.run_id, "FAILED")
-            tracking.with_retries("marking the run failed", tracking_uri, mark_failed)
-        status, metrics = tracking.finished_metrics(mlflow_client, tracking_uri, opened.run_id)
-        if code == 0 and status == "RUNNING":
-            mlflow_client.set_terminated(opened.run_id, "FINISHED")
-            status = "FINISHED"
-        model_id = tracking.logged_model_id(mlflow_client, tracking_uri, opened.experiment_id, opened.run_id)
+        # From here every failure ends the run (FAILED), so none is left RUNNING for ever.
+        ended = False
+        try:
+            lap("mlflow")
+            env = _environment(
+                python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
+                settings.seed, info.chosen, settings.deterministic,
+            )  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
+                log_path = Path(tmp) / "train.log"
+                code, tail, seconds = _start(command, loaded, env, log_path)
+                lap("training")
+                tail = [tracking.scrub(line, tracking_uri) for line in tail]
+                try:
+                    mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
+                except Exception as exc:
+                    print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
+            if code != 0:
+                mark_failed = functools.partial(mlflow_client.set_terminated, opened.run_id, "FAILED")
+                tracking.with_retries("marking the run failed", tracking_uri, mark_failed)
+            status, metrics = tracking.finished_metrics(mlflow_client, tracking_uri, opened.run_id)
+            if code == 0 and status == "RUNNING":
+                mlflow_client.set_terminated(opened.run_id, "FINISHED")
+                status = "FINISHED"
+            ended = True
+            model_id = tracking.logged_model_id(mlflow_client, tracking_uri, opened.experiment_id, opened.run_id)
+        except BaseException as exc:
+            if not ended:
+                _end_run(
+                    mlflow_client,
+                    tracking_uri,
+                    opened.run_id,
+                    "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                )
+            raise
         report.runs.append(TrainRun(opened.run_id, status, seconds, metrics, model_id, code, tail))
         if code != 0:
             raise GateFailed(
@@ -269,6 +301,33 @@ def train(
             if not abs(a - b) <= settings.repro_tolerance:  # a missing metric (NaN) fails too
                 report.repro_differences[name] = (a, b)
     return report
+
+
+def _start(
+    command: list[str], loaded: LoadedConfig, env: dict[str, str], log_path: Path
+) -> tuple[int, list[str], float]:
+    hint = "fix train.command in mlgate.yaml, or add what provides it to environment.install"
+    try:
+        return stream(command, loaded.root, env, log_path, hint=hint)
+    except OSError as exc:  # found but not startable: not executable, no interpreter line, a folder
+        raise ToolError(
+            f"cannot start the training command `{shlex.join(command)}`: {exc.strerror or exc}",
+            hint=hint,
+            file=str(loaded.path),
+            line=loaded.line_of("train", "command") or loaded.line_of("train"),
+        ) from None
+
+
+def _end_run(mlflow_client: MlflowClient, uri: str, run_id: str, status: str) -> None:
+    """End a run the gate opened and cannot finish; best effort, so the failure that got here is the one shown."""
+    try:
+        tracking.with_retries(
+            f"marking run {run_id} {status}", uri, lambda: mlflow_client.set_terminated(run_id, status)
+        )
+    except Exception as exc:
+        print(f"mlgate: could not mark MLflow run {run_id} {status}: {tracking.scrub(str(exc), uri)[:200]}")
+    else:
+        print(f"mlgate: MLflow run {run_id} marked {status}")
 
 
 def _check_result(loaded: LoadedConfig, run: TrainRun) -> None:

@@ -9,12 +9,12 @@ import socket
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from mlgate import __version__, gha
 from mlgate.config import LoadedConfig
 from mlgate.errors import InputError
+from mlgate.paths import FileRefused, read_text
 from mlgate.train.device import DeviceInfo
+from mlgate.yamlio import YamlRefused, parse_yaml
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -40,16 +40,71 @@ def data_hashes(loaded: LoadedConfig) -> dict[str, str]:
             )
         return {}
     try:
-        document = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+        # The safe loader: duplicate keys, alias bombs and deep nesting are errors; no message quotes the file.
+        document = parse_yaml(read_text(lock, max_bytes=DVC_LOCK_MAX_BYTES)).data or {}
+    except FileRefused as exc:
+        raise InputError(f"{lock}: {exc.reason}", hint="regenerate it with `dvc commit`", file=str(lock)) from None
+    except YamlRefused as exc:
         raise InputError(
-            f"{lock}: not valid YAML: {exc}", hint="regenerate it with `dvc commit`", file=str(lock)
+            f"{lock}:{exc.line or '?'}: {exc.describe()}",
+            hint=f"{exc.hint}; or regenerate it with `dvc commit`",
+            file=str(lock),
+            line=exc.line,
         ) from None
+    return lock_hashes(lock, document)
+
+
+# dvc.lock grows with the stages and files it records; a few megabytes is already thousands of entries.
+DVC_LOCK_MAX_BYTES = 16 << 20
+
+
+# Besides md5, DVC records an out that lives in a cloud as its etag, checksum or version id.
+OUT_HASH_KEYS = ("md5", "etag", "checksum", "version_id")
+
+
+def lock_hashes(lock: Path, document: object) -> dict[str, str]:
+    """The md5 by path of a parsed dvc.lock, or an InputError naming the key whose shape is wrong.
+
+    A dependency needs only a path (one imported from a Git repository has no hash); an output
+    needs a path and a hash.
+    """
+
+    def wrong(key: str, problem: str) -> InputError:
+        return InputError(
+            f"{lock}: {key} {problem}",
+            hint="dvc.lock is written by DVC: regenerate it with `dvc repro` or `dvc commit` instead of editing it",
+            file=str(lock),
+        )
+
+    def kind(value: object) -> str:
+        names = {"dict": "a mapping", "list": "a list", "str": "a string", "NoneType": "empty"}
+        return names.get(type(value).__name__, type(value).__name__)
+
+    if not isinstance(document, dict):
+        raise wrong("the top level", f"is {kind(document)}, not a mapping with `schema` and `stages`")
+    stages = document.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise wrong("`stages`", f"is {kind(stages)}, not a mapping of stage names to stages")
     hashes: dict[str, str] = {}
-    for stage in (document.get("stages") or {}).values():
-        for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:
-            if isinstance(entry, dict) and entry.get("path") and entry.get("md5"):
-                hashes[str(entry["path"])] = str(entry["md5"])
+    for name, stage in stages.items():
+        if not isinstance(stage, dict):
+            raise wrong(f"`stages.{name}`", f"is {kind(stage)}, not a mapping with `cmd`, `deps` and `outs`")
+        for field in ("deps", "outs"):
+            entries = stage.get(field) or []
+            if not isinstance(entries, list):
+                raise wrong(f"`stages.{name}.{field}`", f"is {kind(entries)}, not a list of entries with `path`")
+            for index, entry in enumerate(entries):
+                key = f"`stages.{name}.{field}[{index}]`"
+                if not isinstance(entry, dict):
+                    raise wrong(key, f"is {kind(entry)}, not a mapping with `path` and `md5`")
+                path = entry.get("path")
+                if not isinstance(path, str) or not path:
+                    raise wrong(key, "has no `path`")
+                md5 = entry.get("md5")
+                if field == "outs" and not any(entry.get(hash_key) for hash_key in OUT_HASH_KEYS):
+                    raise wrong(key, f"({path}) has no `md5`: the run's lineage needs the hash of each output")
+                if isinstance(md5, str | int) and not isinstance(md5, bool) and md5 != "":
+                    hashes[path] = str(md5)
     return hashes
 
 

@@ -6,60 +6,22 @@ query), and error text from the client is scrubbed of it before it is printed (m
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from mlgate.errors import ToolError
-from mlgate.mlflowio import open_client, redact, scrub
+from mlgate.mlflowio import bound_requests, open_client, redact, scrub, with_retries
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-T = TypeVar("T")
-DEFAULT_ATTEMPTS = 4
-DEFAULT_BACKOFF_S = 1.0
 __all__ = ["OpenedRun", "client", "finished_metrics", "logged_model_id", "open_run", "redact", "scrub", "with_retries"]
 
 
 def client(uri: str) -> MlflowClient:
-    # Each attempt must fail fast: our own loop below does the retrying, with a bound a user can read.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # Each request fails fast: with_retries does the retrying, with a bound a user can read.
+    bound_requests()
     return open_client(uri)
-
-
-def with_retries(
-    what: str,
-    uri: str,
-    call: Callable[[], T],
-    *,
-    attempts: int | None = None,
-    backoff_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """`call()`, retried with exponential backoff; then a ToolError naming the (redacted) server."""
-    attempts = attempts or int(os.environ.get("MLGATE_MLFLOW_ATTEMPTS", DEFAULT_ATTEMPTS))
-    delay = backoff_s if backoff_s is not None else float(os.environ.get("MLGATE_MLFLOW_BACKOFF_S", DEFAULT_BACKOFF_S))
-    last = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as exc:
-            last = scrub(f"{type(exc).__name__}: {exc}", uri).strip().splitlines()[0][:300]
-            if attempt < attempts:
-                print(f"mlgate: {what} failed (attempt {attempt}/{attempts}), retrying in {delay:g}s: {last}")
-                sleep(delay)
-                delay *= 2
-    raise ToolError(
-        f"MLflow tracking server {redact(uri)}: {what} failed after {attempts} attempts: {last}",
-        hint=(
-            "check the tracking-uri input (secret or variable) and that the server is up and reachable from the "
-            "runner; credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN"
-        ),
-    )
 
 
 @dataclass
