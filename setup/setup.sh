@@ -50,7 +50,8 @@ case "${1:-}" in
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
       --force-reinstall "$action_path" >/dev/null
     echo "$venv/bin" >> "${GITHUB_PATH:-/dev/null}"
-    version=$("$venv/bin/mlgate" --version | cut -d' ' -f2)
+    # From the package, not `mlgate --version`'s stdout: a step's stdout may also carry workflow commands.
+    version=$("$venv/bin/python" -c 'import mlgate; print(mlgate.__version__)')
     { echo "cli=$venv/bin/mlgate"; echo "version=$version"; echo "installed=$installed"; } >> "$out"
     echo "mlgate $version ready at $venv/bin/mlgate"
     ;;

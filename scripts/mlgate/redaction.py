@@ -6,9 +6,10 @@ stderr), so no gate has to remember which of its strings might carry a credentia
 
 Secrets are registered as soon as they are known: `register_environment()` when the CLI starts,
 `register_uri()` for every URI mlgate is given (tracking URI, DVC remote URL), `register()` for any
-other value (a secret passed to `mlgate ci`). Inside GitHub Actions each new value is also announced
-with `::add-mask::` at registration, before anything could print it, so the runner masks it in
-output mlgate does not write itself (a child process writing straight to the job log).
+other value (a secret passed to `mlgate ci`). Inside GitHub Actions each new value the runner does not
+know yet (URI credentials, registered values; not the environment's secrets, which it masks already)
+is also announced with `::add-mask::` at registration, before anything could print it, so the runner
+masks it in output mlgate does not write itself (a child process writing straight to the job log).
 
 Values shorter than MIN_LENGTH and bare words such as `true` are not registered: replacing them
 everywhere would mangle ordinary text, and a credential that short protects nothing anyway.
@@ -84,10 +85,13 @@ def _announce(secret: str) -> None:
     stream.flush()
 
 
-def register(value: str | None) -> bool:
+def register(value: str | None, *, mask: bool = True) -> bool:
     """Treat `value` as a secret from now on; True when it was new and long enough to register.
 
     A multi-line value (a key file) is registered line by line as well: the runner masks single lines.
+    `mask=False` registers without `::add-mask::`, for values the runner masks already (a step's
+    secrets and its own tokens): announcing those would print them where the runner does not mask
+    (act echoes its runtime token), and would put workflow commands on the stdout of every command.
     """
     global _pattern
     if not value:
@@ -102,7 +106,7 @@ def register(value: str | None) -> bool:
             _secrets.add(candidate)
             _pattern = None
         added = True
-        if _in_actions():
+        if mask and _in_actions():
             _announce(candidate)
     return added
 
@@ -145,7 +149,9 @@ def register_environment(environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     for name, value in env.items():
         if is_secret_env_name(name):
-            register(value)
+            # Variables named like secrets reach a step from `secrets.*` or the runner itself, which
+            # masks them already: redacted in mlgate's output, not announced again.
+            register(value, mask=False)
     for name in URI_ENV_NAMES:
         register_uri(env.get(name))
 
