@@ -52,8 +52,10 @@ def scrub(text: str, uri: str) -> str:
     text = redaction.redact(text.replace(uri, redact(uri)))
     # Text about this URI (the client's errors) also loses its short parts, which the registry ignores
     # everywhere else so as not to garble ordinary text: a two-letter password still never shows here.
+    # Not the user name: it is no credential (mlgate.redaction), and a short one ("u") would garble the
+    # message ("req***est"); inside a URI it is masked with the rest of the user info anyway.
     parts = urlsplit(uri)
-    for part in (parts.password, parts.username, parts.query):
+    for part in (parts.password, parts.query):
         if part:
             text = text.replace(part, redaction.MASK)
     return text

@@ -1,0 +1,478 @@
+"""Our own bad-input suite: one table of broken projects, command lines and environments, each run
+through the real `mlgate` in a subprocess, each asserting the exit code, exactly one error naming the
+problem, a `hint:` line, no traceback, no planted secret in the output and no file written outside the
+project. The figures (cases, tracebacks, leaks, silent acceptances, slowest) are printed at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MLGATE = Path(sys.executable).parent / "mlgate"
+CANARY = "canary-bad-9d1e"
+# Every case runs with these: a password and a URI whose user info is the same secret.
+CANARY_ENV = {
+    "MLFLOW_TRACKING_PASSWORD": CANARY,
+    "MLFLOW_TRACKING_URI": f"http://u:{CANARY}@127.0.0.1:9",
+    "MLGATE_MLFLOW_BACKOFF_S": "0.01",
+}
+WORKERS = 3
+TIMEOUT_S = 120
+
+BASE_CONFIG = """version: 1
+project: stub
+data:
+  sources:
+    train: {path: data/train.csv}
+  expectations:
+    columns:
+      x: {type: float}
+      y: {type: int}
+train:
+  command: PYTHON -c pass
+  profiles: {quick: {}}
+  seed: 7
+  device: cpu
+model_tests:
+  holdout: train
+  label: y
+  performance: {metrics: {roc_auc: 0.4}}
+"""
+TRAIN_CSV = "x,y\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10))
+
+# A line that starts one error: an annotation (`path:line: error:`, `error:`, `::error ...::`) or argparse's.
+ERROR_LINE = re.compile(r"^(?:::error[ :]|(?:\S+: )?error: |mlgate(?: [\w-]+)?: error: )")
+# The count a gate that lists findings ends with (check, validate-data): not a second message, it says "1".
+GATE_COUNT = re.compile(r"(?:::|^error: )(?:mlgate check: 1 error in |data validation failed: 1 expectation)")
+# MLflow's telemetry id in ~/.config/mlflow, written by MLflow itself on import, not by mlgate.
+NOT_MLGATES = ("home/.config",)
+
+Make = Callable[[Path], None]
+
+
+def base_project(root: Path) -> None:
+    (root / "data").mkdir(parents=True)
+    (root / "mlgate.yaml").write_text(BASE_CONFIG.replace("PYTHON", sys.executable), encoding="utf-8")
+    (root / "data" / "train.csv").write_text(TRAIN_CSV, encoding="utf-8")
+
+
+# --- how a case breaks the base project ----------------------------------------------------------------
+
+
+def nothing(root: Path) -> None:
+    del root
+
+
+def write(name: str, data: str | bytes) -> Make:
+    def make(root: Path) -> None:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            path.rmdir()
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+
+    return make
+
+
+def edit(old: str, new: str) -> Make:
+    """Replace `old` (which must be there) in the base mlgate.yaml."""
+
+    def make(root: Path) -> None:
+        path = root / "mlgate.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert old in text, old
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    return make
+
+
+def remove(name: str) -> Make:
+    def make(root: Path) -> None:
+        (root / name).unlink()
+
+    return make
+
+
+def folder(name: str) -> Make:
+    def make(root: Path) -> None:
+        path = root / name
+        if path.exists():
+            path.unlink()
+        path.mkdir(parents=True)
+
+    return make
+
+
+def symlink_out(name: str) -> Make:
+    """`name` becomes a symlink to a CSV in the sibling folder `outside/`, whose header is the canary."""
+
+    def make(root: Path) -> None:
+        secret = root.parent / "outside" / "secret.csv"
+        secret.write_text(f"x,{CANARY}\n1,2\n", encoding="utf-8")
+        (root / name).unlink()
+        (root / name).symlink_to(secret)
+
+    return make
+
+
+def git_commit(root: Path) -> None:
+    """The project as a git repository with one commit."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "project"]):
+        subprocess.run([*git, *args], cwd=root, check=True, capture_output=True)
+
+
+def both(*makes: Make) -> Make:
+    def make(root: Path) -> None:
+        for one in makes:
+            one(root)
+
+    return make
+
+
+# A small alias bomb: nine levels of ten aliases each, far past the loader's alias budget, yet tiny.
+ALIAS_BOMB = "version: 1\nproject: stub\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+NON_UTF8_CSV = "x,caf\xe9\n1,2\n".encode("latin-1")
+PARQUET_SOURCE = "train: {path: data/train.parquet}"
+DVC_YAML = "stages: {}\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]  # after `mlgate`; `{root}` is the project folder
+    make: Make  # breaks the base project
+    code: int  # the exit code that says what is wrong
+    says: str  # text the one error message must contain
+    env: Mapping[str, str] = field(default_factory=dict)
+    actions: bool = False  # run as in GitHub Actions (GITHUB_ACTIONS=true, a step summary file)
+    xfail: str | None = None
+
+
+SQLITE = "sqlite:///{root}/mlflow.db"
+TM = ("test-model", "--no-comment")
+
+CASES: list[Case] = [
+    # --- mlgate.yaml, for each gate that reads it ---
+    Case("config-missing-check", ("check",), remove("mlgate.yaml"), 2, "config file not found"),
+    Case("config-missing-lint", ("lint",), remove("mlgate.yaml"), 2, "config file not found"),
+    Case("config-missing-validate", ("validate-data",), remove("mlgate.yaml"), 2, "config file not found"),
+    Case("config-missing-train", ("train",), remove("mlgate.yaml"), 2, "config file not found", actions=True),
+    Case("config-missing-test-model", (*TM, "--model", "models:/m-1"), remove("mlgate.yaml"), 2, "not found"),
+    Case("config-not-mapping", ("check",), write("mlgate.yaml", "- a\n- b\n"), 2, "mapping"),
+    Case("config-unknown-key", ("lint",), edit("project: stub", "project: stub\nbogus: 1"), 2, "bogus"),
+    Case("config-bad-value", ("train",), edit("seed: 7", "seed: seven"), 2, "seed"),
+    Case(
+        "config-duplicate-key",
+        ("validate-data",),
+        edit("project: stub", "project: stub\nproject: other"),
+        2,
+        "duplicate",
+        actions=True,
+    ),
+    Case("config-bad-yaml", ("check",), write("mlgate.yaml", "version: 1\nproject: [stub\n"), 2, "not valid YAML"),
+    Case("config-alias-bomb", ("check",), write("mlgate.yaml", ALIAS_BOMB), 2, "alias"),
+    Case("config-directory", ("train",), folder("mlgate.yaml"), 2, "mlgate.yaml"),
+    Case("config-non-utf8", ("check",), write("mlgate.yaml", "project: caf\xe9\n".encode("latin-1")), 2, "UTF-8"),
+    Case(
+        "config-unbalanced-quote",
+        ("train", "--tracking-uri", SQLITE),
+        edit(f"command: {sys.executable} -c pass", 'command: "python train.py --name \'it"'),
+        2,
+        "does not split",
+    ),
+    # --- data sources: CSV and Parquet ---
+    Case("csv-missing", ("validate-data",), remove("data/train.csv"), 3, "data/train.csv"),
+    Case("csv-missing-check", ("check",), remove("data/train.csv"), 3, "data/train.csv"),
+    Case("csv-missing-column", ("validate-data",), write("data/train.csv", "x\n0.1\n0.2\n"), 1, "y"),
+    Case(
+        "csv-wrong-delimiter", ("validate-data",), write("data/train.csv", TRAIN_CSV.replace(",", ";")), 3, "delimited"
+    ),
+    Case("csv-empty", ("validate-data",), write("data/train.csv", ""), 3, "empty", actions=True),
+    Case("csv-directory", ("validate-data",), folder("data/train.csv"), 3, "is a folder"),
+    Case("csv-non-utf8-header", ("check",), write("data/train.csv", NON_UTF8_CSV), 3, "cannot be read as CSV"),
+    Case(
+        "csv-non-utf8-header-validate",
+        ("validate-data",),
+        write("data/train.csv", NON_UTF8_CSV),
+        3,
+        "cannot be parsed as CSV",
+    ),
+    Case("lint-path-missing", ("lint",), edit("project: stub", "project: stub\nlint: {paths: [nope]}"), 3, "nope"),
+    Case("csv-symlink-out", ("validate-data",), symlink_out("data/train.csv"), 3, "outside the project"),
+    Case(
+        "holdout-missing",
+        (*TM, "--model", "models:/m-1", "--tracking-uri", SQLITE),
+        remove("data/train.csv"),
+        3,
+        "train.csv",
+    ),
+    Case(
+        "parquet-missing",
+        ("validate-data",),
+        edit("train: {path: data/train.csv}", PARQUET_SOURCE),
+        3,
+        "train.parquet",
+    ),
+    Case(
+        "parquet-garbage",
+        ("validate-data",),
+        both(edit("train: {path: data/train.csv}", PARQUET_SOURCE), write("data/train.parquet", b"not parquet\n")),
+        3,
+        "train.parquet",
+    ),
+    # --- dvc.lock, for train ---
+    Case(
+        "dvc-lock-wrong-shape",
+        ("train", "--tracking-uri", SQLITE),
+        both(write("dvc.yaml", DVC_YAML), write("dvc.lock", "- stages\n")),
+        3,
+        "dvc.lock",
+    ),
+    # --- the model ---
+    Case(
+        "model-not-found",
+        (*TM, "--model", "models:/m-doesnotexist", "--tracking-uri", SQLITE),
+        nothing,
+        3,
+        "m-doesnotexist",
+    ),
+    # --- command lines ---
+    Case("unknown-option", ("schema", "--bogus"), nothing, 3, "--bogus"),
+    Case("unknown-command", ("deploy",), nothing, 3, "deploy"),
+    Case("bad-choice", ("train", "--device", "quantum"), nothing, 3, "quantum", actions=True),
+    Case("bad-int", ("ci", "--pr-number", "one"), nothing, 3, "one"),
+    # --- the environment ---
+    Case("bad-attempts", ("train",), nothing, 3, "MLGATE_MLFLOW_ATTEMPTS", env={"MLGATE_MLFLOW_ATTEMPTS": "many"}),
+    Case("uri-scheme-train", ("train", "--tracking-uri", "foo://x"), nothing, 3, "foo://x"),
+    Case(
+        "uri-scheme-test-model",
+        (*TM, "--model", "models:/m-1", "--tracking-uri", f"foo://u:{CANARY}@x"),
+        nothing,
+        3,
+        "foo://",
+        actions=True,
+    ),
+    Case(
+        "server-down-train",
+        ("train",),
+        nothing,
+        4,
+        "request to http://***@127.0.0.1:9",
+        env={"MLGATE_MLFLOW_ATTEMPTS": "1"},
+    ),
+    Case(
+        "server-down-test-model",
+        (*TM, "--model", "models:/m-1"),
+        nothing,
+        4,
+        "127.0.0.1:9",
+        env={"MLGATE_MLFLOW_ATTEMPTS": "1"},
+    ),
+    # --- output paths, refused before the gate runs ---
+    Case(
+        "junit-xml-is-a-folder",
+        (*TM, "--model", "models:/m-1", "--tracking-uri", SQLITE, "--junit-xml", "out"),
+        folder("out"),
+        3,
+        "--junit-xml",
+    ),
+    Case("outputs-file-is-a-folder", ("train", "--outputs-file", "out"), folder("out"), 3, "--outputs-file"),
+    Case(
+        "schema-output-under-a-file",
+        ("schema", "--output", "notes.txt/schema.json"),
+        write("notes.txt", "x"),
+        3,
+        "--output",
+    ),
+    Case("docs-dir-is-a-file", ("validate-data", "--docs-dir", "notes.txt"), write("notes.txt", "x"), 3, "--docs-dir"),
+    # --- mlgate ci ---
+    Case("ci-not-a-git-repo", ("ci", "pr.yml"), nothing, 3, "git"),
+    Case("ci-workflow-missing", ("ci", "nope.yml"), git_commit, 3, "nope.yml"),
+]
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+    written_outside: list[str]
+    runner_files: str  # the step summary and outputs file, for the leak check
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def tree(folder: Path) -> dict[str, int]:
+    """Every path under `folder` with its size (-1 for folders), symlinks not followed."""
+    found: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames:
+            found[os.path.relpath(os.path.join(dirpath, name), folder)] = -1
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            found[os.path.relpath(path, folder)] = os.lstat(path).st_size
+    return found
+
+
+def case_env(case: Case, case_dir: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GITHUB_", "MLGATE_", "MLFLOW_", "RUNNER_", "ACTIONS_")) and k != "CI"
+    }
+    env.update(CANARY_ENV)
+    # A home and a temp folder of its own, beside the project: whatever lands there is written outside it.
+    env.update(HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"), PYTHONDONTWRITEBYTECODE="1")
+    if case.actions:
+        runner = case_dir / "runner"
+        env.update(
+            GITHUB_ACTIONS="true",
+            GITHUB_STEP_SUMMARY=str(runner / "summary.md"),
+            GITHUB_OUTPUT=str(runner / "output"),
+            GITHUB_WORKSPACE=str(case_dir / "proj"),
+        )
+    env.update(case.env)
+    return env
+
+
+def run_case(case: Case, case_dir: Path) -> Outcome:
+    root = case_dir / "proj"
+    for name in ("proj", "outside", "home", "tmp", "runner"):
+        (case_dir / name).mkdir(parents=True)
+    (case_dir / "runner" / "summary.md").touch()
+    (case_dir / "runner" / "output").touch()
+    base_project(root)
+    case.make(root)
+    argv = [arg.replace("{root}", str(root)) for arg in case.argv]
+    before = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner", *NOT_MLGATES))}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(MLGATE), *argv],
+        cwd=root,
+        env=case_env(case, case_dir),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    after = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner", *NOT_MLGATES))}
+    written = sorted(k for k in after if before.get(k) != after[k])
+    runner_files = "".join(p.read_text(errors="replace") for p in (case_dir / "runner").iterdir())
+    return Outcome(done.returncode, done.stdout, done.stderr, seconds, written, runner_files)
+
+
+def git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class Table:
+    outcomes: dict[str, Outcome]
+    repo_status: tuple[str, str]  # `git status` of this repository before and after every case
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Table:
+    """Every case, run once, in parallel (each is a process of its own, most waiting on imports)."""
+    base = tmp_path_factory.mktemp("bad-inputs")
+    status_before = git_status()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {case.id: pool.submit(run_case, case, base / case.id) for case in CASES}
+        results = {name: future.result() for name, future in futures.items()}
+    return Table(results, (status_before, git_status()))
+
+
+def leaked(outcome: Outcome) -> bool:
+    # `::add-mask::` hands a secret to the runner so that it masks it; it is the one line that must name it.
+    shown = [line for line in outcome.output.splitlines() if not line.startswith("::add-mask::")]
+    return CANARY in "\n".join(shown) or CANARY in outcome.runner_files
+
+
+def error_blocks(outcome: Outcome) -> list[str]:
+    """Each error message with the lines that continue it, up to the next error or hint."""
+    blocks: list[list[str]] = []
+    for stream in (outcome.stdout, outcome.stderr):
+        current: list[str] | None = None
+        for line in stream.splitlines():
+            if GATE_COUNT.search(line):
+                current = None
+            elif ERROR_LINE.match(line):
+                current = [line]
+                blocks.append(current)
+            elif line.startswith("hint:") or line.startswith("::"):
+                current = None
+            elif current is not None:
+                current.append(line)
+    return ["\n".join(block).replace("%0A", "\n") for block in blocks]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else [])
+        for case in CASES
+    ],
+)
+def test_bad_input_is_one_error_with_a_hint(case: Case, table: Table) -> None:
+    outcome = table.outcomes[case.id]
+    shown = f"exit {outcome.code}\n--- stdout\n{outcome.stdout[-3000:]}\n--- stderr\n{outcome.stderr[-3000:]}"
+    assert "Traceback" not in outcome.output, shown
+    assert not leaked(outcome), shown
+    assert outcome.written_outside == [], shown
+    assert outcome.code == case.code, shown
+    blocks = error_blocks(outcome)
+    assert len(blocks) == 1, shown
+    assert case.says in blocks[0], shown
+    assert re.search(r"^hint: \S", outcome.stderr, re.MULTILINE), shown
+
+
+def test_the_repository_is_untouched(table: Table) -> None:
+    before, after = table.repo_status
+    assert after == before
+
+
+def test_summary(table: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    """The figures of the whole table, printed (not asserted: each case asserts its own outcome)."""
+    cases = {case.id: table.outcomes[case.id] for case in CASES}
+    expected = {case.id: case.code for case in CASES}
+    slowest = max(cases, key=lambda name: cases[name].seconds)
+    figures = {
+        "cases": len(cases),
+        "tracebacks": sum("Traceback" in o.output for o in cases.values()),
+        "leaks": sum(leaked(o) or bool(o.written_outside) for o in cases.values()),
+        "silent_acceptances": sum(o.code == 0 and expected[name] != 0 for name, o in cases.items()),
+        "slowest_failure_s": round(cases[slowest].seconds, 2),
+        "slowest_case": slowest,
+        "total_case_s": round(sum(o.seconds for o in cases.values()), 2),
+        "per_case_s": {name: round(o.seconds, 2) for name, o in cases.items()},
+    }
+    line = " ".join(f"{k}={v}" for k, v in figures.items() if k != "per_case_s")
+    with capsys.disabled():
+        print(f"\nbad inputs: {line}")
+    results = ROOT / "bench-results"
+    if results.is_dir():
+        (results / "bad_inputs.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
