@@ -11,8 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlgate.errors import ConfigError
-from mlgate.paths import FileRefused, escapes_lexically, kind_problem, outside_root, read_text
-from mlgate.yamlio import YamlDocument, YamlRefused, parse_yaml
+from mlgate.paths import escapes_lexically, kind_problem, outside_root
+from mlgate.yamlio import YamlDocument, load_yaml_file
 
 DEFAULT_CONFIG = "mlgate.yaml"
 # mlgate.yaml is a few kilobytes; past a megabyte it is not a config.
@@ -503,23 +503,12 @@ def read_config_document(config_path: Path) -> YamlDocument:
             hint="put mlgate.yaml itself in the project (a copy, not a symlink leaving it); it was not read",
             file=str(config_path),
         )
-    try:
-        text = read_text(config_path, max_bytes=MAX_CONFIG_BYTES)
-    except FileRefused as exc:
-        raise ConfigError(
-            f"{config_path}: {exc.reason}",
-            hint=f"point --config at mlgate.yaml: a regular UTF-8 text file of at most {MAX_CONFIG_BYTES} bytes",
-            file=str(config_path),
-        ) from None
-    try:
-        return parse_yaml(text)
-    except YamlRefused as exc:
-        raise ConfigError(
-            f"{config_path}:{exc.line or '?'}: {exc.describe()}",
-            hint=exc.hint,
-            file=str(config_path),
-            line=exc.line,
-        ) from None
+    return load_yaml_file(
+        config_path,
+        ConfigError,
+        max_bytes=MAX_CONFIG_BYTES,
+        file_hint=f"point --config at mlgate.yaml: a regular UTF-8 text file of at most {MAX_CONFIG_BYTES} bytes",
+    )
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> LoadedConfig:

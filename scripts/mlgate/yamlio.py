@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlgate.errors import MlgateError
+from mlgate.paths import MAX_TEXT_BYTES, FileRefused, read_text
 
 MAX_DEPTH = 64
 MAX_ALIAS_NODES = 10_000
@@ -170,6 +174,33 @@ def parse_yaml(text: str) -> YamlDocument:
         raise YamlRefused(_short(type(exc).__name__)) from None
     except RecursionError:
         raise YamlRefused(f"nested too deeply (more than {MAX_DEPTH} levels)", hint=_FLATTEN) from None
+
+
+def load_yaml_file(
+    path: Path,
+    error: type[MlgateError],
+    *,
+    max_bytes: int = MAX_TEXT_BYTES,
+    what: str = "",
+    file_hint: str | None = None,
+    also: str = "",
+) -> YamlDocument:
+    """`path` read and parsed safely, or `error` naming the file (and, for a YAML problem, its line).
+
+    `what` starts both messages ("not a readable workflow: "), `file_hint` is the hint for a file that
+    is not read at all, and `also` extends the YAML problem's own hint ("; or regenerate it ...").
+    """
+    try:
+        text = read_text(path, max_bytes=max_bytes)
+    except FileRefused as exc:
+        raise error(f"{path}: {what}{exc.reason}", hint=file_hint, file=str(path)) from None
+    try:
+        return parse_yaml(text)
+    except YamlRefused as exc:
+        hint = f"{exc.hint}{also}" if exc.hint else (also.removeprefix("; ") or None)
+        raise error(
+            f"{path}:{exc.line or '?'}: {what}{exc.describe()}", hint=hint, file=str(path), line=exc.line
+        ) from None
 
 
 def _load(text: str) -> YamlDocument:

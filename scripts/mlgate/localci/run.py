@@ -35,8 +35,7 @@ from mlgate.localci.act import (
     run_act,
 )
 from mlgate.localci.mlflow_server import INSTALL_HINT, MlflowServer, find_mlflow, free_port
-from mlgate.paths import FileRefused, read_text
-from mlgate.yamlio import YamlRefused, parse_yaml
+from mlgate.yamlio import load_yaml_file
 
 DEFAULT_EVENT = "pull_request"
 WORKFLOWS_DIR = Path(".github") / "workflows"
@@ -158,17 +157,7 @@ def workflow_files(root: Path) -> list[Path]:
 
 def workflow_events(path: Path) -> list[str]:
     """The events in a workflow's `on:` (YAML 1.1 reads the key `on` as True)."""
-    try:
-        document = parse_yaml(read_text(path)).data
-    except FileRefused as exc:
-        raise InputError(f"{path}: not a readable workflow: it {exc.reason}", file=str(path)) from None
-    except YamlRefused as exc:
-        raise InputError(
-            f"{path}:{exc.line or '?'}: not a readable workflow: {exc.describe()}",
-            hint=exc.hint,
-            file=str(path),
-            line=exc.line,
-        ) from None
+    document = load_yaml_file(path, InputError, what="not a readable workflow: ").data
     if not isinstance(document, dict):
         raise InputError(f"{path}: not a workflow (no mapping at the top)", file=str(path))
     triggers: Any = document.get("on", document.get(True))

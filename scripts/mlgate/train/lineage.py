@@ -12,9 +12,8 @@ from pathlib import Path
 from mlgate import __version__, gha
 from mlgate.config import LoadedConfig
 from mlgate.errors import InputError
-from mlgate.paths import FileRefused, read_text
 from mlgate.train.device import DeviceInfo
-from mlgate.yamlio import YamlRefused, parse_yaml
+from mlgate.yamlio import load_yaml_file
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -39,18 +38,17 @@ def data_hashes(loaded: LoadedConfig) -> dict[str, str]:
                 file=str(lock),
             )
         return {}
-    try:
-        # The safe loader: duplicate keys, alias bombs and deep nesting are errors; no message quotes the file.
-        document = parse_yaml(read_text(lock, max_bytes=DVC_LOCK_MAX_BYTES)).data or {}
-    except FileRefused as exc:
-        raise InputError(f"{lock}: {exc.reason}", hint="regenerate it with `dvc commit`", file=str(lock)) from None
-    except YamlRefused as exc:
-        raise InputError(
-            f"{lock}:{exc.line or '?'}: {exc.describe()}",
-            hint=f"{exc.hint}; or regenerate it with `dvc commit`",
-            file=str(lock),
-            line=exc.line,
-        ) from None
+    # The safe loader: duplicate keys, alias bombs and deep nesting are errors; no message quotes the file.
+    document = (
+        load_yaml_file(
+            lock,
+            InputError,
+            max_bytes=DVC_LOCK_MAX_BYTES,
+            file_hint="regenerate it with `dvc commit`",
+            also="; or regenerate it with `dvc commit`",
+        ).data
+        or {}
+    )
     return lock_hashes(lock, document)
 
 
