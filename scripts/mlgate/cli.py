@@ -142,8 +142,8 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Tr
 
 
 def register_secrets(args: argparse.Namespace) -> None:
-    """Register every secret this run was given, before the gate could print one (mlgate.redaction)."""
-    redaction.register_environment()
+    """Register the URIs this run was given, before the gate could print one (the environment's secrets
+    are registered when main starts, before parsing; mlgate.redaction)."""
     for name in ("tracking_uri", "dvc_remote_url"):
         value = getattr(args, name, None)
         if isinstance(value, str):
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlgateError as exc:
         gha.annotation("error", exc.message, file=exc.file, line=exc.line, title=f"mlgate {command}")
         if exc.hint:
-            print(f"hint: {redaction.redact(exc.hint)}", file=sys.stderr)
+            print(f"hint: {exc.hint}", file=sys.stderr)  # stderr is the redacting wrapper
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
