@@ -90,18 +90,19 @@ def _human_annotation(level: Level, message: str, *, file: str | None, line: int
 
 def cwd_relative(path: str) -> str:
     """A path as a person at this terminal would type it: relative to the working directory when under it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return path
+    return _relative(path, Path.cwd())
 
 
 def repo_relative(path: str) -> str:
     """A path as GitHub resolves annotation files: relative to the workspace (repository root)."""
-    base = Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
+    return _relative(path, Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()))
+
+
+def _relative(path: str, base: Path) -> str:
+    """`path` relative to `base` when it lies under it, else as given."""
     try:
-        return str(Path(path).resolve().relative_to(base))
-    except ValueError:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except (ValueError, OSError):
         return path
 
 
