@@ -89,6 +89,20 @@ def require_output(option: str, value: str | Path, *, folder: bool = False) -> P
     return path
 
 
+def add_outputs_argument(parser: argparse.ArgumentParser, default: str, holds: str) -> None:
+    """--outputs-file, shared by the gates whose outputs a local run reads from a file (`default`: in the project)."""
+    parser.add_argument(
+        "--outputs-file",
+        default=env_default("outputs-file"),
+        help=f"JSON file of the outputs ({holds}, ...); default: {default} in the project",
+    )
+
+
+def outputs_path(args: argparse.Namespace, project_root: Path, default: str) -> Path:
+    """The --outputs-file given, else `default` under the project root; checked as require_output does."""
+    return require_output("--outputs-file", args.outputs_file or project_root / default)
+
+
 def require_tracking_uri(uri: str | None) -> str:
     if not uri:
         raise InputError(

@@ -11,9 +11,11 @@ from mlgate import gha
 from mlgate.cli import (
     add_config_argument,
     add_dvc_arguments,
+    add_outputs_argument,
     add_tracking_argument,
     env_default,
     flag_default,
+    outputs_path,
     require_output,
     require_tracking_uri,
 )
@@ -55,11 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="post or update the PR comment with the results (on pull requests, with GITHUB_TOKEN; default)",
     )
     comment.add_argument("--no-comment", dest="comment", action="store_false")
-    parser.add_argument(
-        "--outputs-file",
-        default=env_default("outputs-file"),
-        help=f"JSON file of the outputs (passed, promotable, metrics, ...); default: {OUTPUTS_FILE} in the project",
-    )
+    add_outputs_argument(parser, OUTPUTS_FILE, "passed, promotable, metrics")
     add_dvc_arguments(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --), e.g. -k latency")
 
@@ -167,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         )
     tracking_uri = require_tracking_uri(args.tracking_uri)
     junit_path = require_output("--junit-xml", args.junit_xml)
-    outputs_file = require_output("--outputs-file", args.outputs_file or loaded.root / OUTPUTS_FILE)
+    outputs_file = outputs_path(args, loaded.root, OUTPUTS_FILE)
     report = run_model_tests(
         loaded,
         candidate_uri=args.model,

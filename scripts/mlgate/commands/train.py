@@ -11,10 +11,11 @@ from mlgate import gha
 from mlgate.cli import (
     add_config_argument,
     add_dvc_arguments,
+    add_outputs_argument,
     add_tracking_argument,
     env_default,
     flag_default,
-    require_output,
+    outputs_path,
     require_tracking_uri,
 )
 from mlgate.config import load_config
@@ -58,11 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=bool(flag_default("repro-check")),
         help="train twice with the same seed and fail when train.metrics differ by more than train.repro_tolerance",
     )
-    parser.add_argument(
-        "--outputs-file",
-        default=env_default("outputs-file"),
-        help=f"JSON file of the outputs (run-id, model-uri, ...); default: {OUTPUTS_FILE} in the project",
-    )
+    add_outputs_argument(parser, OUTPUTS_FILE, "run-id, model-uri")
 
 
 def _fmt(value: float) -> str:
@@ -115,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_config(args.config)
     tracking_uri = require_tracking_uri(args.tracking_uri)
-    outputs_file = require_output("--outputs-file", args.outputs_file or loaded.root / OUTPUTS_FILE)
+    outputs_file = outputs_path(args, loaded.root, OUTPUTS_FILE)
     try:
         report = train(
             loaded,
