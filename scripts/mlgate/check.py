@@ -29,7 +29,7 @@ from mlgate.config import (
     read_config_document,
 )
 from mlgate.errors import ConfigError
-from mlgate.paths import FileRefused, kind_problem, outside_root, read_text
+from mlgate.paths import FileRefused, kind_problem, outside_root, pip_files, pip_local_paths, read_text
 from mlgate.yamlio import YamlRefused, parse_yaml
 
 Kind = Literal["config", "input"]
@@ -92,12 +92,21 @@ def check_config(path: str | Path) -> CheckReport:
         if not config_path.is_file():
             raise
         report.problems = _schema_problems(config_path) or [
-            Problem("error", "config", exc.message, str(config_path), exc.line)
+            Problem("error", "config", _as_problem(exc, config_path), str(config_path), exc.line)
         ]
     else:
         _Checker(loaded, report).run()
     report.problems.sort(key=lambda p: (p.file != str(config_path), p.file, p.line or 0))
     return report
+
+
+def _as_problem(error: ConfigError, path: Path) -> str:
+    """A ConfigError as the message of a Problem: without its leading `<config>:<line>:` (the Problem carries
+    file and line, and an annotation would show them twice) and with its fix, which no hint line repeats."""
+    message = error.message
+    if message.startswith(f"{path}:"):
+        message = re.sub(r"^(?:\d+:)?\s*", "", message[len(f"{path}:") :])
+    return f"{message}; {error.hint}" if error.hint else message
 
 
 def _schema_problems(path: Path) -> list[Problem]:
@@ -195,10 +204,10 @@ class _Checker:
         env = self.model.environment
         if env.constraints:
             self.exists(env.constraints, "environment.constraints", "environment", "constraints", directory_ok=False)
-        for index, name in _install_files(env.install):
+        for index, name in pip_files(env.install):
             what = f"environment.install[{index}] names a file that pip reads"
             self.exists(name, what, "environment", "install", index, directory_ok=False)
-        for index, local in _install_paths(env.install):
+        for index, local in pip_local_paths(env.install):
             self.exists(
                 local, f"environment.install[{index}] installs a local project", "environment", "install", index
             )
@@ -472,30 +481,6 @@ class _Checker:
 
     def workflow_problem(self, workflow: Path, line: int, message: str) -> None:
         self.report.problems.append(Problem("error", "config", message, str(workflow), line))
-
-
-def _install_files(install: list[str]) -> Iterator[tuple[int, str]]:
-    """The requirement and constraint files named in pip arguments, with the index of the file's argument."""
-    for index, arg in enumerate(install):
-        if arg in ("-r", "--requirement", "-c", "--constraint"):
-            if index + 1 < len(install):
-                yield index + 1, install[index + 1]
-        elif arg.startswith(("--requirement=", "--constraint=")):
-            yield index, arg.split("=", 1)[1]
-        elif len(arg) > 2 and arg[:2] in ("-r", "-c"):
-            yield index, arg[2:]
-
-
-def _install_paths(install: list[str]) -> Iterator[tuple[int, str]]:
-    """Local projects and files pip is asked to install (`.`, `-e .[extra]`, `./dist/x.whl`)."""
-    for index, arg in enumerate(install):
-        if index and install[index - 1] in ("-r", "--requirement", "-c", "--constraint"):
-            continue
-        if arg.startswith("-") or "://" in arg or arg.startswith(("git+", "file:")):
-            continue
-        local = arg.split("[", 1)[0]
-        if local.startswith(".") or "/" in local:
-            yield index, local
 
 
 def _command_paths(command: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
-from mlgate import __version__, gha, redaction
+from mlgate import __version__, gha, mlflowio, redaction
 from mlgate.errors import InputError, MlgateError
 from mlgate.extras import run_gate
 
@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
     "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
     "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),
-    "test-model": ("test_model", "behavioral, performance and baseline checks of a candidate model, under pytest"),
+    "test-model": ("modeltest", "behavioral, performance and baseline checks of a candidate model, under pytest"),
+    "compress": ("compress", "smaller, faster ONNX variants of a candidate (INT8, pruned, distilled), re-tested"),
     "ci": ("ci", "run the repository's workflows on this machine under act, with local stand-ins and MLflow"),
 }
 
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Registered and wrapped before parsing: argparse's own errors may echo an argument.
     redaction.register_environment()
     sys.excepthook = _redacted_excepthook
+    mlflowio.no_telemetry()  # before any gate imports MLflow (mlflowio.TELEMETRY_ENV)
     # Every print of every module (and the children's output procio relays) passes the redaction layer.
     stdout, stderr = sys.stdout, sys.stderr
     redacted_stdout, redacted_stderr = redaction.wrap(stdout), redaction.wrap(stderr)

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlgate.errors import ConfigError
-from mlgate.paths import escapes_lexically, kind_problem, outside_root
+from mlgate.paths import escapes_lexically, kind_problem, outside_root, pip_file_urls, pip_files, pip_local_paths
 from mlgate.yamlio import YamlDocument, load_yaml_file
 
 DEFAULT_CONFIG = "mlgate.yaml"
@@ -428,6 +428,88 @@ class ModelTestsConfig(_Model):
         raise ValueError(f"give an output column name or a 0-based column index, not {value!r}")
 
 
+CompressMethod = Literal["onnx", "int8", "prune", "distill"]
+
+
+class ParityLimits(_Model):
+    """How far the FP32 ONNX export may stray from the original model on the holdout."""
+
+    max_abs_diff: float = Field(1e-4, ge=0, description="Largest allowed |score difference| of a holdout row.")
+    max_flip_rate: float = Field(
+        0.0, ge=0, le=1, description="Largest allowed share of holdout rows whose decision flips at the threshold."
+    )
+
+
+class CalibrationConfig(_Model):
+    source: str = Field("train", description="Data source (under data.sources) the calibration rows are drawn from.")
+    rows: int = Field(512, ge=16, le=100000, description="Rows drawn (seeded) for static quantization's calibration.")
+
+
+class QuantizeConfig(_Model):
+    """INT8 post-training quantization with onnxruntime."""
+
+    mode: Literal["auto", "dynamic", "static"] = Field(
+        "auto",
+        description="`dynamic` (weights INT8, activations quantized on the fly: Linear/MatMul networks), `static` "
+        "(QDQ with a calibration set: convolutional networks), or `auto`: static when the graph has a Conv, "
+        "else dynamic.",
+    )
+    calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig())
+
+
+class PruneConfig(_Model):
+    """Structured pruning (whole neurons and channels, with torch-pruning), then a short fine-tune."""
+
+    ratio: float = Field(0.5, gt=0, lt=1, description="Share of the neurons/channels of each prunable layer removed.")
+    epochs: int = Field(2, ge=0, le=1000, description="Fine-tune epochs after pruning (the project's training step).")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (AdamW) of the fine-tune.")
+
+
+class DistillConfig(_Model):
+    """Knowledge distillation into a smaller student the project builds from `student`."""
+
+    student: dict[str, Any] = Field(description="Keyword arguments of the project's student builder.")
+    temperature: float = Field(2.0, gt=0, description="Softmax/sigmoid temperature of the soft targets.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss; 1 - alpha goes to the soft one.")
+    epochs: int = Field(3, ge=1, le=1000, description="Training epochs of the student.")
+    lr: float = Field(3e-3, gt=0, description="Learning rate (AdamW) of the student.")
+
+
+class CompressBudgets(_Model):
+    """What the selected variant must meet; a variant outside any budget is not selected."""
+
+    max_size_mb: float | None = Field(None, gt=0, description="Largest allowed model file (ONNX) in MB (10^6 bytes).")
+    latency: LatencyBudget | None = Field(
+        None, description="Largest allowed p95 latency of the variant's predict at a batch size (threads pinned)."
+    )
+    max_metric_drop: dict[PerformanceMetric, float] = Field(
+        default_factory=dict,
+        description="Largest allowed drop of a holdout metric against the original, e.g. {roc_auc: 0.005}.",
+    )
+
+
+class CompressConfig(_Model):
+    """The compress gate: smaller, faster ONNX variants of the candidate, measured and re-tested."""
+
+    methods: list[CompressMethod] = Field(
+        default_factory=lambda: ["onnx", "int8"],
+        min_length=1,
+        description="Variants to build: `onnx` (FP32 export), `int8` (quantized copy of every FP32 variant), "
+        "`prune` (structured, torch), `distill` (into `distill.student`, torch). Order of combination: "
+        "prune -> distil -> quantize.",
+    )
+    threads: int = Field(1, ge=1, le=256, description="onnxruntime intra-op threads inside each variant.")
+    parity: ParityLimits = Field(default_factory=lambda: ParityLimits())
+    quantize: QuantizeConfig = Field(default_factory=lambda: QuantizeConfig())
+    prune: PruneConfig | None = Field(None, description="Settings of `prune`; default ones when absent.")
+    distill: DistillConfig | None = Field(None, description="Needed by `distill`: the student and its training.")
+    budgets: CompressBudgets = Field(default_factory=lambda: CompressBudgets())
+    latency_batches: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 1000], min_length=1, description="Batch sizes of the latency report."
+    )
+    latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -438,6 +520,9 @@ class MlgateConfig(_Model):
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     train: TrainConfig | None = Field(None, description="The training gate; absent: no training.")
     model_tests: ModelTestsConfig | None = Field(None, description="The model-test gate; absent: none.")
+    compress: CompressConfig | None = Field(
+        None, description="The compress gate (needs model_tests: its holdout, score and checks); absent: none."
+    )
 
 
 @dataclass
@@ -564,11 +649,41 @@ def _paths_stay_inside(loaded: LoadedConfig) -> None:
         raise ConfigError(
             f"{loaded.path}:{line or 1}: invalid key data.sources.{name}.path: {_excerpt(source.path, 80)!r} "
             "is outside the project (absolute, or climbing out with ..)",
-            hint=f"give a path relative to {loaded.root} inside it, or set "
+            hint=f"give a path inside the project folder {loaded.root.resolve()}, relative to it, or set "
             f"data.sources.{name}.allow_outside_project: true to read it from there on purpose",
             file=str(loaded.path),
             line=line or 1,
         )
+    for keys, relative in _project_paths(loaded.model):
+        real = outside_root(loaded.root, loaded.root / relative)
+        if real is None:
+            continue
+        key = _format_location(keys)
+        line = loaded.line_of(*keys)
+        how = "is" if escapes_lexically(relative) else f"resolves through a symlink to {real}, which is"
+        raise ConfigError(
+            f"{loaded.path}:{line or 1}: invalid key {key}: {_excerpt(relative, 80)!r} {how} outside the project "
+            f"folder {loaded.root.resolve()}",
+            hint=f"in {loaded.path.name}, set {key} to a path inside the project, relative to it; copy or move "
+            "what it names into the project (a symlink leaving the project is not followed)",
+            file=str(loaded.path),
+            line=line or 1,
+        )
+
+
+def _project_paths(model: MlgateConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """The paths besides data sources that must stay in the project, with their keys: no opt-out for these."""
+    found: list[tuple[tuple[str | int, ...], str]] = [
+        (("lint", "paths", index), path) for index, path in enumerate(model.lint.paths)
+    ]
+    env = model.environment
+    if env.constraints:
+        found.append((("environment", "constraints"), env.constraints))
+    for named in (pip_files, pip_local_paths, pip_file_urls):
+        found += [(("environment", "install", index), path) for index, path in named(env.install)]
+    if model.model_tests is not None:
+        found += [(("model_tests", "tests", index), path) for index, path in enumerate(model.model_tests.tests)]
+    return found
 
 
 def _hint_for(error: Any) -> str:

@@ -21,6 +21,7 @@ EXTRA_OF_COMMAND: dict[str, str] = {
     "validate-data": "data",
     "train": "train",
     "test-model": "test-model",
+    "compress": "compress",
     "ci": "ci",
 }
 
@@ -31,6 +32,10 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     "data": frozenset({"great_expectations", "pandas", "numpy", "pyarrow", "scipy", "dvc"}),
     "train": frozenset({"mlflow", "sqlalchemy", "alembic", "dvc"}),
     "test-model": frozenset({"mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow"}),
+    "compress": frozenset({
+        "mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow",
+        "onnx", "onnxruntime", "onnxscript", "skl2onnx",
+    }),  # fmt: skip
 }
 
 

@@ -306,10 +306,22 @@ def _comment_skipped_because(number: int | None, token: str | None, repo: str | 
     return None
 
 
-def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str | None:
+def with_section(existing: str, section: str, body: str) -> str:
+    """`existing` with the part between the markers of `section` replaced by `body` (appended when absent)."""
+    start, end = f"<!-- mlgate-section:{section} -->", f"<!-- /mlgate-section:{section} -->"
+    block = f"{start}\n{body}\n{end}"
+    head, found, rest = existing.partition(start)
+    if found and end in rest:
+        return head + block + rest.split(end, 1)[1]
+    return f"{existing.rstrip()}\n\n{block}"
+
+
+def upsert_pr_comment(key: str, body: str, *, token: str | None = None, section: str | None = None) -> str | None:
     """Create or update (in place) the one PR comment carrying `marker(key)`; returns its URL.
 
-    Outside a pull request or without a token it posts nothing, says why in one notice, and returns None.
+    With `section`, `body` replaces only that section of the comment (another gate's report beside it
+    stays), or is appended to it. Outside a pull request or without a token it posts nothing, says why
+    in one notice, and returns None.
     """
     number = pr_number()
     token = token or os.environ.get("GITHUB_TOKEN")
@@ -320,6 +332,8 @@ def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str |
         return None
     api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     tagged = f"{marker(key)}\n{redact(body)}"
+    if section is not None:
+        tagged = with_section(marker(key), section, redact(body))
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "application/vnd.github+json",
@@ -339,6 +353,8 @@ def upsert_pr_comment(key: str, body: str, *, token: str | None = None) -> str |
             break
         for comment in comments:
             if isinstance(comment, dict) and marker(key) in str(comment.get("body", "")):
+                if section is not None:
+                    tagged = with_section(str(comment["body"]), section, redact(body))
                 updated = call("PATCH", f"{api}/repos/{repo}/issues/comments/{comment['id']}", {"body": tagged})
                 return str(updated.get("html_url", "")) if isinstance(updated, dict) else None
         if len(comments) < per_page:
@@ -362,4 +378,5 @@ __all__ = [
     "set_outputs",
     "upsert_pr_comment",
     "urllib",
+    "with_section",
 ]

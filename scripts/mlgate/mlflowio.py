@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -158,11 +158,27 @@ def bound_requests() -> None:
 
 
 def child_env(env: dict[str, str]) -> dict[str, str]:
-    """`env`, for a process mlgate starts, with MLflow's HTTP retries and timeout bounded unless the user set them."""
+    """`env`, for a process mlgate starts, with MLflow's HTTP retries and timeout bounded unless the user set them,
+    and MLflow's telemetry off unless the user set that."""
     for key, value in HTTP_ENV_CHILD.items():
         given = os.environ.get(key)
         env[key] = given if given is not None and given != _set_by_mlgate.get(key) else value
+    no_telemetry(env)
     return env
+
+
+# MLflow 3 sends usage telemetry and writes an installation id to ~/.config/mlflow/telemetry.json on
+# import, unless MLFLOW_DISABLE_TELEMETRY (or DO_NOT_TRACK) is true or it detects CI. A gate runs on
+# laptops too (`mlgate ci`, a gate run by hand), where it must not report home nor write outside the
+# project: mlgate turns it off for itself and for the processes it starts. A value the user set wins.
+TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def no_telemetry(env: MutableMapping[str, str] | None = None) -> None:
+    """Turn MLflow's telemetry off in `env` (default: this process's environment, before MLflow is imported)."""
+    target = os.environ if env is None else env
+    for key, value in TELEMETRY_ENV.items():
+        target.setdefault(key, os.environ.get(key, value))
 
 
 def with_retries(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 # mlgate.yaml and workflow files are a few kilobytes; a megabyte is a mistake or an attack.
 MAX_TEXT_BYTES = 1 << 20
@@ -43,6 +45,47 @@ def outside_root(root: Path, path: Path) -> Path | None:
     real = path.resolve()
     base = root.resolve()
     return None if real == base or real.is_relative_to(base) else real
+
+
+# pip options whose value is a file pip reads (requirements, constraints).
+PIP_FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
+
+
+def pip_files(install: list[str]) -> Iterator[tuple[int, str]]:
+    """The requirement and constraint files named in pip arguments, with the index of the file's argument."""
+    for index, arg in enumerate(install):
+        if arg in PIP_FILE_OPTIONS:
+            if index + 1 < len(install):
+                yield index + 1, install[index + 1]
+        elif arg.startswith(("--requirement=", "--constraint=")):
+            yield index, arg.split("=", 1)[1]
+        elif len(arg) > 2 and arg[:2] in ("-r", "-c"):
+            yield index, arg[2:]
+
+
+def pip_local_paths(install: list[str]) -> Iterator[tuple[int, str]]:
+    """Local projects and files pip is asked to install (`.`, `-e .[extra]`, `./dist/x.whl`)."""
+    for index, arg in enumerate(install):
+        if index and install[index - 1] in PIP_FILE_OPTIONS:
+            continue
+        if arg.startswith("--editable="):
+            arg = arg.split("=", 1)[1]
+        if arg.startswith("-") or "://" in arg or arg.startswith(("git+", "file:")):
+            continue
+        local = arg.split("[", 1)[0]
+        if local.startswith(".") or "/" in local:
+            yield index, local
+
+
+def pip_file_urls(install: list[str]) -> Iterator[tuple[int, str]]:
+    """The local paths behind `file:` URLs in pip arguments (`-e file:///x`, `pkg @ file:///x/pkg.whl`)."""
+    for index, arg in enumerate(install):
+        start = arg.find("file:")
+        if start < 0 or (start and arg[start - 1] not in " =@"):
+            continue
+        url = urlsplit(arg[start:].split()[0])
+        if url.netloc in ("", "localhost") and url.path:
+            yield index, unquote(url.path)
 
 
 def kind_problem(path: Path) -> str | None:

@@ -158,3 +158,43 @@ def _install_local(loaded: LoadedConfig, python: Path) -> None:
             file=str(loaded.path),
             line=loaded.line_of("environment", "install"),
         )
+
+
+def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[str], gate: str) -> None:
+    """Add a gate's own libraries to the project venv, once per set (the project's constraints apply).
+
+    Additive, not part of the venv's key: the gates that do not need them share the same venv.
+    """
+    if not requirements:
+        return
+    digest = hashlib.sha256("\0".join(sorted(requirements)).encode()).hexdigest()[:16]
+    venv = python.parent.parent
+    marker = venv / f".mlgate-{gate}-{digest}"
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return
+        settings = loaded.model.environment
+        command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+        if settings.constraints:
+            command += ["-c", settings.constraints]
+        command += requirements
+        print(f"mlgate: adding the {gate} gate's libraries to the project environment: {' '.join(requirements)}")
+        done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise ToolError(
+                f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv failed:\n{tail}",
+                hint="check that the project's constraints (environment.constraints) allow these versions",
+                file=str(loaded.path),
+                line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),
+            )
+        marker.write_text(" ".join(requirements) + "\n", encoding="utf-8")
+
+
+def importable(python: Path, modules: list[str]) -> dict[str, bool]:
+    """Which of `modules` the project venv can import (looked up, not imported: torch takes seconds)."""
+    code = "import importlib.util as u, sys; print(' '.join(str(u.find_spec(m) is not None) for m in sys.argv[1:]))"
+    done = subprocess.run([str(python), "-c", code, *modules], capture_output=True, text=True, check=False)
+    found = done.stdout.split() if done.returncode == 0 else []
+    return {module: index < len(found) and found[index] == "True" for index, module in enumerate(modules)}

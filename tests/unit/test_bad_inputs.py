@@ -55,8 +55,6 @@ TRAIN_CSV = "x,y\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10))
 ERROR_LINE = re.compile(r"^(?:::error[ :]|(?:\S+: )?error: |mlgate(?: [\w-]+)?: error: )")
 # The count a gate that lists findings ends with (check, validate-data): not a second message, it says "1".
 GATE_COUNT = re.compile(r"(?:::|^error: )(?:mlgate check: 1 error in |data validation failed: 1 expectation)")
-# MLflow's telemetry id in ~/.config/mlflow, written by MLflow itself on import, not by mlgate.
-NOT_MLGATES = ("home/.config",)
 
 Make = Callable[[Path], None]
 
@@ -126,6 +124,29 @@ def symlink_out(name: str) -> Make:
         secret = root.parent / "outside" / "secret.csv"
         secret.write_text(f"x,{CANARY}\n1,2\n", encoding="utf-8")
         (root / name).unlink()
+        (root / name).symlink_to(secret)
+
+    return make
+
+
+def folder_out(name: str) -> Make:
+    """`name` becomes a symlink to the sibling folder `outside/`, which holds a file named after the canary."""
+
+    def make(root: Path) -> None:
+        outside = root.parent / "outside"
+        (outside / f"{CANARY}.py").write_text("x = 1\n", encoding="utf-8")
+        (outside / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+        (root / name).symlink_to(outside, target_is_directory=True)
+
+    return make
+
+
+def file_out(name: str) -> Make:
+    """`name` becomes a symlink to a file in the sibling folder `outside/`, whose contents are the canary."""
+
+    def make(root: Path) -> None:
+        secret = root.parent / "outside" / "pins.txt"
+        secret.write_text(f"{CANARY}==1\n", encoding="utf-8")
         (root / name).symlink_to(secret)
 
     return make
@@ -215,6 +236,62 @@ CASES: list[Case] = [
         write("data/train.csv", NON_UTF8_CSV),
         3,
         "cannot be parsed as CSV",
+    ),
+    # --- paths that must stay in the project (symlinks followed): lint, environment, model tests ---
+    Case(
+        "lint-path-climbs-out",
+        ("lint",),
+        edit("project: stub", "project: stub\nlint: {paths: [../outside]}"),
+        2,
+        "lint.paths[0]",
+    ),
+    Case(
+        "lint-path-symlink-out",
+        ("check",),
+        both(folder_out("src"), edit("project: stub", "project: stub\nlint: {paths: [src]}")),
+        2,
+        "lint.paths[0]",
+    ),
+    Case(
+        "constraints-symlink-out",
+        ("train", "--tracking-uri", SQLITE),
+        both(
+            file_out("pins.txt"),
+            edit("project: stub", "project: stub\nenvironment: {install: [numpy], constraints: pins.txt}"),
+        ),
+        2,
+        "environment.constraints",
+    ),
+    Case(
+        "requirements-absolute",
+        ("lint",),
+        edit("project: stub", "project: stub\nenvironment: {install: [-r, /etc/hostname]}"),
+        2,
+        "environment.install[1]",
+    ),
+    Case(
+        "editable-symlink-out",
+        ("validate-data",),
+        both(
+            folder_out("lib"), edit("project: stub", "project: stub\nenvironment: {install: [numpy, -e, './lib[x]']}")
+        ),
+        2,
+        "environment.install[2]",
+        actions=True,
+    ),
+    Case(
+        "file-url-out",
+        ("check",),
+        edit("project: stub", "project: stub\nenvironment: {install: ['pkg @ file:///tmp/pkg.whl']}"),
+        2,
+        "environment.install[0]",
+    ),
+    Case(
+        "model-tests-climb-out",
+        (*TM, "--model", "models:/m-1", "--tracking-uri", SQLITE),
+        edit("label: y", "label: y\n  tests: [tests, ../outside]"),
+        2,
+        "model_tests.tests[1]",
     ),
     Case("lint-path-missing", ("lint",), edit("project: stub", "project: stub\nlint: {paths: [nope]}"), 3, "nope"),
     Case("csv-symlink-out", ("validate-data",), symlink_out("data/train.csv"), 3, "outside the project"),
@@ -343,7 +420,8 @@ def case_env(case: Case, case_dir: Path) -> dict[str, str]:
         if not k.startswith(("GITHUB_", "MLGATE_", "MLFLOW_", "RUNNER_", "ACTIONS_")) and k != "CI"
     }
     env.update(CANARY_ENV)
-    # A home and a temp folder of its own, beside the project: whatever lands there is written outside it.
+    # A home and a temp folder of its own, beside the project: whatever lands there is written outside it
+    # (MLflow's telemetry id in ~/.config/mlflow included, which mlgate's telemetry opt-out prevents).
     env.update(HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"), PYTHONDONTWRITEBYTECODE="1")
     if case.actions:
         runner = case_dir / "runner"
@@ -366,7 +444,7 @@ def run_case(case: Case, case_dir: Path) -> Outcome:
     base_project(root)
     case.make(root)
     argv = [arg.replace("{root}", str(root)) for arg in case.argv]
-    before = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner", *NOT_MLGATES))}
+    before = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
     started = time.perf_counter()
     done = subprocess.run(
         [str(MLGATE), *argv],
@@ -379,7 +457,7 @@ def run_case(case: Case, case_dir: Path) -> Outcome:
         check=False,
     )
     seconds = time.perf_counter() - started
-    after = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner", *NOT_MLGATES))}
+    after = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
     written = sorted(k for k in after if before.get(k) != after[k])
     runner_files = "".join(p.read_text(errors="replace") for p in (case_dir / "runner").iterdir())
     return Outcome(done.returncode, done.stdout, done.stderr, seconds, written, runner_files)

@@ -301,3 +301,21 @@ def test_a_workflow_for_another_project_of_the_repository_is_not_held_against_th
     edit(project, ".github/workflows/train.yml", "profile: full", "profile: nightly\n      working-directory: other")
     assert main(["check"]) == 0
     assert "1 workflow profile checked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("actions", [False, True], ids=["terminal", "actions"])
+def test_a_path_outside_the_project_is_reported_once_at_its_line_with_its_fix(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, actions: bool
+) -> None:
+    if actions:
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("GITHUB_WORKSPACE", str(project))
+    text = edit(project, "mlgate.yaml", "path: train.csv", "path: ../train.csv")
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    line = line_with(text, "train-source")
+    where = f"::error file=mlgate.yaml,line={line},title=mlgate check::" if actions else f"mlgate.yaml:{line}: error: "
+    problem = next(row for row in out.splitlines() if "data.sources.train.path" in row)
+    assert problem.startswith(f"{where}invalid key data.sources.train.path: '../train.csv' is outside the project")
+    assert problem.count("mlgate.yaml") == 1, problem  # the location, said once
+    assert problem.endswith("data.sources.train.allow_outside_project: true to read it from there on purpose")

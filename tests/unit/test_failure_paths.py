@@ -272,6 +272,22 @@ def test_child_processes_get_bounded_mlflow_http_settings_unless_the_user_set_th
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 
+@pytest.mark.parametrize("users", [None, "false"], ids=["unset", "user-opted-in"])
+def test_mlflow_telemetry_is_off_in_mlgate_and_its_children_unless_the_user_set_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, users: str | None
+) -> None:
+    if users is None:
+        monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", users)
+    expected = users or "true"
+    assert cli.main(["schema", "--output", str(tmp_path / "schema.json")]) == 0
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == expected  # mlgate's own process, before any gate ran
+    env = mlgate.train._environment(None, "r", "e", "sqlite:///x.db", "quick", {}, 1, "cpu", False)
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == expected
+    assert mlflowio.child_env({})["MLFLOW_DISABLE_TELEMETRY"] == expected  # built from scratch, not a copy
+
+
 # --- no MLflow run left RUNNING -----------------------------------------------------------------------------
 
 

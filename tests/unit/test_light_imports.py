@@ -14,7 +14,7 @@ BLOCKED = ("numpy", "pandas", "scipy", "great_expectations", "torch", "mlflow")
 
 # Each command's module and the core module its run() imports.
 GATES = {
-    "test_model": "mlgate.modeltest",
+    "modeltest": "mlgate.modeltest",
     "train": "mlgate.train",
     "lint": "mlgate.lint",
     "check": "mlgate.check",

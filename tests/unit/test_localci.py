@@ -349,3 +349,34 @@ def test_without_mlflow_and_without_a_tracking_uri_it_says_what_to_install(
     assert code == 4
     assert "needs the `mlflow` package" in text and "--tracking-uri" in text
     assert not run_dir.exists() and not fake_act.exists()  # stopped before writing anything or starting act
+
+
+def test_act_log_holds_the_redacted_text_the_terminal_shows(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Canary secrets a job's steps print: a --secret value, and a URI with user info no one registered.
+    secret, uri_password = "canary-act-3e7c", "canary-uripw-81d0"
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "act"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        f"print('[ml-ci/mlgate ML CI/train] | token is {secret}')\n"
+        f"print('[ml-ci/mlgate ML CI/train] | View run at http://bob:{uri_password}@mlflow.example:5000/#/runs/1')\n"
+        "print('[ml-ci/mlgate ML CI/train] 🏁  Job failed')\n"
+        "raise SystemExit(1)\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setattr(act_module, "_interpreter_bin", lambda: folder)
+    run_dir = tmp_path / "run"
+    code = main([
+        "ci", "pr.yml", "--project", str(repo), "--out", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
+        "--tracking-uri", "http://127.0.0.1:9", "--secret", f"HF_TOKEN={secret}",
+    ])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1
+    log = (run_dir / "act.log").read_text(encoding="utf-8")
+    for canary in (secret, uri_password):
+        assert canary not in log and canary not in out + err
+    assert "token is ***" in log and "View run at http://***@mlflow.example:5000/#/runs/1" in log
+    assert all(line in out for line in log.splitlines())  # the same text the terminal showed

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlgate import cli
-from mlgate.commands.test_model import render
+from mlgate.commands.modeltest import render
 from mlgate.config import BaselineChecks, DirectionalCase, InvarianceCase, LoadedConfig, Perturbation, load_config
 from mlgate.errors import ConfigError, InputError
 from mlgate.modeltest import ModelTestReport, run_model_tests

@@ -300,3 +300,34 @@ def test_sql_store_needs_mlflow_sql_backend_in_the_project_venv(tmp_path: Path) 
     assert "mlflow-skinny" in caught.value.message and caught.value.hint and "environment.install" in caught.value.hint
     require_sql_store(bare_python, "http://127.0.0.1:5000")  # a server: the project venv needs no SQL store
     require_sql_store(sys.executable, "sqlite:///mlflow.db")  # mlgate's dev venv has the SQL backend
+
+
+def test_tags_and_params_mlgate_writes_to_mlflow_are_redacted(
+    project: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Canaries: a token in the server URL a tag is built from, a registered secret in the branch name, and
+    # a profile param holding a URI with user info (the training command gets it whole, the run does not).
+    token, secret, param_password = "canary-srv-6a1f", "canary-branch-0c2e", "canary-param-9b47"
+    monkeypatch.setenv("GITHUB_SERVER_URL", f"https://x-access-token:{token}@github.example")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "example/fraud")
+    monkeypatch.setenv("GITHUB_HEAD_REF", f"fix/{secret}")
+    monkeypatch.setenv("HF_TOKEN", secret)
+    for name in ("GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "MLGATE_INPUT_OUTPUTS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    config = project / "mlgate.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "quick: {epochs: 2}", f"quick: {{epochs: 2, data: 'https://bob:{param_password}@d.example/x'}}"
+        )
+    )
+    assert cli.main(["train", "--config", str(config), "--tracking-uri", store]) == 0
+    outputs = json.loads((project / "mlgate-outputs" / "train.json").read_text())
+    client = _client(store)
+    run = client.get_run(outputs["run-id"])
+    written = json.dumps([run.data.tags, run.data.params, client.get_logged_model(outputs["model-uri"][8:]).tags])
+    for canary in (token, secret, param_password):
+        assert canary not in written
+    assert run.data.tags["mlflow.source.git.repoURL"] == "https://***@github.example/example/fraud"
+    assert run.data.tags["mlgate.git.branch"] == "fix/***"
+    assert run.data.params["data"] == "https://***@d.example/x"
+    assert run.data.params["epochs"] == "2"

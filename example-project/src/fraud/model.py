@@ -9,8 +9,9 @@ probabilities themselves do not depend on it.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
 
-from fraud.features import CATEGORICAL_FEATURES, CATEGORIES, FEATURES, NUMERIC_FEATURES
+from fraud.features import CATEGORICAL_FEATURES, CATEGORIES, FEATURES, LABEL, NUMERIC_FEATURES
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -190,3 +191,35 @@ class FraudModel(PythonModel):
     ) -> pd.DataFrame:
         """A DataFrame with one float64 column `fraud_probability`, indexed like `model_input`."""
         return pd.DataFrame({OUTPUT_COLUMN: self.predict_proba(model_input)}, index=model_input.index)
+
+    def mlgate_compress(self) -> dict[str, Any]:
+        """mlgate's compress contract (mlgate's docs/compress.md): the network, its input and output, and
+        for pruning and distillation our training data, loss and student."""
+        pos_weight = torch.tensor(math.exp(-self.logit_offset))  # the class weight the offset undoes
+        return {
+            "network": self.network(),
+            "features": self.preprocessor.transform,
+            "outputs": functools.partial(probability_frame, logit_offset=self.logit_offset),
+            "train_batches": functools.partial(training_batches, self.preprocessor),
+            "loss": nn.BCEWithLogitsLoss(pos_weight=pos_weight),
+            "student": functools.partial(FraudMLP, self.preprocessor.n_outputs, dropout=self.dropout),
+        }
+
+
+def probability_frame(logits: npt.NDArray[np.float32], frame: pd.DataFrame, logit_offset: float) -> pd.DataFrame:
+    """What `FraudModel.predict` returns, from the network's logits (the compressed variants' output)."""
+    shifted = np.asarray(logits, dtype=np.float64).reshape(-1) + logit_offset
+    return pd.DataFrame({OUTPUT_COLUMN: 1.0 / (1.0 + np.exp(-shifted))}, index=frame.index)
+
+
+def training_batches(
+    preprocessor: Preprocessor, path: str = "data/train.csv", batch_size: int = 256
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One shuffled epoch of (features, float label) batches of the training data, for mlgate's fine-tunes."""
+    frame = pd.read_csv(path)
+    features = torch.from_numpy(preprocessor.transform(frame))
+    labels = torch.tensor(frame[LABEL].to_numpy(), dtype=torch.float32)
+    order = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))
+    for start in range(0, len(frame), batch_size):
+        rows = order[start : start + batch_size]
+        yield features[rows], labels[rows]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mlgate import RELEASE_REF, REPOSITORY
+from mlgate import RELEASE_REF, REPOSITORY, redaction
 from mlgate.errors import ToolError
 from mlgate.localci.pins import local_repository_args
 
@@ -212,7 +212,8 @@ def run_act(
     echo: TextIO | None = None,
     timeout_s: float | None = None,
 ) -> ActOutcome:
-    """Run act, writing every line to `log_path` as it comes (and to `echo`); its exit code and whole output.
+    """Run act, writing every line, redacted, to `log_path` as it comes (and to `echo`); its exit code and
+    whole output (redacted too).
 
     act starts in a session of its own so that a timeout or Ctrl-C ends the steps it started too.
     """
@@ -245,7 +246,9 @@ def run_act(
             timer.start()
         assert process.stdout is not None
         try:
-            for line in process.stdout:
+            for raw in process.stdout:
+                # act.log is kept for a person to read: it holds what the terminal shows, secrets redacted.
+                line = redaction.redact(raw)
                 log.write(line)
                 lines.append(line)
                 if echo is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mlgate.errors import ToolError
+from mlgate.mlflowio import no_telemetry
 
 INSTALL_HINT = "pip install 'mlgate[ci]' (it brings MLflow's server), or pass --tracking-uri of a running server"
 
@@ -65,6 +66,7 @@ class MlflowServer:
         ]  # fmt: skip
         # The job consumers are of no use to a tracking-only server and add processes to end.
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        no_telemetry(env)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env

@@ -289,7 +289,7 @@ def train(
         _check_result(loaded, report.runs[-1])
         if model_id:
             lineage = {k: v for k, v in tags.items() if k.startswith("mlgate.")}
-            mlflow_client.set_logged_model_tags(model_id, lineage)
+            mlflow_client.set_logged_model_tags(model_id, lineage)  # redacted by lineage_tags
         lap("mlflow")
     report.timings = dict(timings)
     if repro_check:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from mlgate import __version__, gha
+from mlgate import __version__, gha, redaction
 from mlgate.config import LoadedConfig
 from mlgate.errors import InputError
 from mlgate.train.device import DeviceInfo
@@ -151,4 +151,6 @@ def lineage_tags(loaded: LoadedConfig, device: DeviceInfo, profile: str, hashes:
     }
     for path, md5 in hashes.items():
         tags[f"mlgate.dvc.{path}"] = md5
-    return {key: str(value) for key, value in tags.items() if value not in (None, "")}
+    # Tags are read by anyone who can read the experiment: a value from the environment or git (a server
+    # URL or branch name carrying a token) is redacted like any output.
+    return {key: redaction.redact(str(value)) for key, value in tags.items() if value not in (None, "")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlgate import redaction
 from mlgate.errors import ToolError
 from mlgate.mlflowio import bound_requests, open_client, redact, scrub, with_retries
 
@@ -33,7 +34,14 @@ class OpenedRun:
 def open_run(
     mlflow_client: MlflowClient, uri: str, experiment: str, tags: dict[str, str], params: dict[str, str]
 ) -> OpenedRun:
-    """Get or create the experiment, create the run with the lineage tags and the profile's params."""
+    """Get or create the experiment, create the run with the lineage tags and the profile's params.
+
+    Every value mlgate writes to MLflow passes the redaction layer: a param of the profile may hold a
+    URI with credentials, which the training command receives in full (MLGATE_PARAMS) but the run,
+    readable by anyone with access to the experiment, does not.
+    """
+    tags = {key: redaction.redact(value) for key, value in tags.items()}
+    params = {key: redaction.redact(value) for key, value in params.items()}
 
     def _experiment_id() -> str:
         found = mlflow_client.get_experiment_by_name(experiment)
