@@ -77,7 +77,7 @@ class Scrambled(nn.Module):
 
 def logistic_rows(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of a logistic relation: the label is 1 with probability sigmoid(x @ w), w the same for every seed."""
-    weights = torch.linspace(-1.5, 1.5, FEATURES, generator=None)
+    weights = torch.linspace(-1.5, 1.5, FEATURES)
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(rows, FEATURES, generator=generator)
     labels = torch.bernoulli(torch.sigmoid(features @ weights), generator=generator)
@@ -181,7 +181,10 @@ def test_pruning_an_mlp_removes_neurons_and_fine_tuning_keeps_its_auc(tabular: d
     assert not pruned.training
     pruned_auc = auc(pruned, *tabular["holdout"])
     assert abs(pruned_auc - tabular["auc"]) <= 0.05, (pruned_auc, tabular["auc"])
-    assert notes[0] == f"pruned 50% of the neurons of 2 layers: {parameters(original):,} -> {parameters(pruned):,} parameters"
+    assert (
+        notes[0]
+        == f"pruned 50% of the neurons of 2 layers: {parameters(original):,} -> {parameters(pruned):,} parameters"
+    )
     assert notes[1].startswith("fine-tuned 2 epochs (loss ")
 
 

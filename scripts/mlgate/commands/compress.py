@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add the table to the model tests' PR comment (on pull requests, with GITHUB_TOKEN; default)",
     )
     comment.add_argument("--no-comment", dest="comment", action="store_false")
+    parser.add_argument(
+        "--if-configured",
+        action="store_true",
+        default=flag_default("if-configured") is True,
+        help="without a compress section in mlgate.yaml, say so and exit 0 (what ml-ci.yml passes, so a project "
+        "that declares no compression is not failed by the workflow's compress job)",
+    )
     add_outputs_argument(parser, OUTPUTS_FILE, "model-uri, variant, selected, report")
     add_dvc_arguments(parser)
 
@@ -146,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
     from mlgate.compress import run_compress
 
     loaded = load_config(args.config)
+    if loaded.model.compress is None and args.if_configured:
+        gha.annotation("notice", f"{args.config} declares no compress section: nothing to compress",
+                       title="mlgate compress")  # fmt: skip
+        gha.set_outputs({"model-uri": "", "variant": "", "selected": False, "run-id": "", "report": {}},
+                        json_file=outputs_path(args, loaded.root, OUTPUTS_FILE))  # fmt: skip
+        return 0
     if not args.model:
         raise InputError(
             "no candidate model given",
