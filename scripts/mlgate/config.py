@@ -492,7 +492,7 @@ class CompressConfig(_Model):
     """The compress gate: smaller, faster ONNX variants of the candidate, measured and re-tested."""
 
     methods: list[CompressMethod] = Field(
-        default_factory=lambda: ["onnx", "int8"],
+        default_factory=lambda: list[CompressMethod](["onnx", "int8"]),
         min_length=1,
         description="Variants to build: `onnx` (FP32 export), `int8` (quantized copy of every FP32 variant), "
         "`prune` (structured, torch), `distill` (into `distill.student`, torch). Order of combination: "

@@ -32,10 +32,10 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     "data": frozenset({"great_expectations", "pandas", "numpy", "pyarrow", "scipy", "dvc"}),
     "train": frozenset({"mlflow", "sqlalchemy", "alembic", "dvc"}),
     "test-model": frozenset({"mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow"}),
-    "compress": frozenset({
-        "mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow",
-        "onnx", "onnxruntime", "onnxscript", "skl2onnx",
-    }),  # fmt: skip
+    "compress": frozenset(
+        {"mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow"}
+        | {"onnx", "onnxruntime", "onnxscript", "skl2onnx"}
+    ),
 }
 
 

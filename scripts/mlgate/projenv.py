@@ -184,7 +184,8 @@ def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
             raise ToolError(
-                f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv failed:\n{tail}",
+                f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv "
+                f"failed:\n{tail}",
                 hint="check that the project's constraints (environment.constraints) allow these versions",
                 file=str(loaded.path),
                 line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),

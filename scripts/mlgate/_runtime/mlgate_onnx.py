@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 ONNX_ARTIFACT = "onnx_model"
 
 
-class OnnxVariant(PythonModel):  # type: ignore[misc]
+class OnnxVariant(PythonModel):
     """A compressed variant: the same input signature and output as the model it was made from."""
 
     def __init__(

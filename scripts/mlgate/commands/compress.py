@@ -102,7 +102,7 @@ def table_rows(result: CompressResult) -> tuple[list[str], list[list[str]]]:
     for variant in result.variants:
         size = _mb(variant["size_bytes"])
         if base_size and variant["name"] != "onnx-fp32":
-            size += f" ({base_size / variant['size_bytes']:.1f}× smaller)"
+            size += f" ({base_size / variant['size_bytes']:.1f}x smaller)"
         row = [
             variant["name"] + ("" if variant.get("candidate", True) else " (not offered)"),
             size,

@@ -137,7 +137,8 @@ def run_worker(
         raise cls(error["message"], hint=error.get("hint"), file=error.get("file"), line=error.get("line"))
     if raw is None or code != 0:
         raise ToolError(
-            f"the compress worker stopped with exit code {code} before reporting; last lines:\n" + "\n".join(tail[-15:]),
+            f"the compress worker stopped with exit code {code} before reporting; last lines:\n"
+            + "\n".join(tail[-15:]),
             hint=f"run it locally: mlgate compress --model {candidate_uri}",
         )
     return dict(raw)

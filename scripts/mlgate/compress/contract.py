@@ -130,7 +130,7 @@ def load_candidate(uri: str, download_dir: Path) -> Candidate:
         return Candidate(uri, local, pyfunc, subject, code_paths)
     try:
         python_model = pyfunc.unwrap_python_model()
-    except Exception:  # noqa: BLE001 - MLflow raises several kinds for "not a python_function model"
+    except Exception:
         python_model = None
     method = getattr(python_model, CONTRACT_METHOD, None)
     if python_model is None or not callable(method):

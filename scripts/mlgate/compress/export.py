@@ -64,7 +64,7 @@ def export_torch(network: Any, example: Any, path: Path) -> Exported:
             assert program is not None
             program.save(str(path))
         return Exported(path, "dynamo")
-    except Exception as dynamo_error:  # noqa: BLE001 - the exporter raises many kinds; each is reported below
+    except Exception as dynamo_error:
         op = unsupported_op(dynamo_error)
         first = f"op {op}" if op else _first_line(dynamo_error)
     try:
@@ -75,7 +75,7 @@ def export_torch(network: Any, example: Any, path: Path) -> Exported:
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )  # fmt: skip
-    except Exception as script_error:  # noqa: BLE001
+    except Exception as script_error:
         script_op = unsupported_op(script_error)
         raise InputError(
             f"the network does not export to ONNX: torch.export/onnxscript cannot translate {first}; the fallback, "
@@ -85,7 +85,9 @@ def export_torch(network: Any, example: Any, path: Path) -> Exported:
             "remove `compress` from mlgate.yaml; no variant was built",
         ) from None
     return Exported(
-        path, "torchscript", f"torch.export/onnxscript could not translate {first}; exported with the TorchScript exporter"
+        path,
+        "torchscript",
+        f"torch.export/onnxscript could not translate {first}; exported with the TorchScript exporter",
     )
 
 
@@ -104,7 +106,7 @@ def convert_sklearn(estimator: Any, columns: list[tuple[str, str]], path: Path) 
         with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
             warnings.simplefilter("ignore")
             onnx_model = to_onnx(estimator, initial_types=initial_types, options={"zipmap": False})
-    except Exception as error:  # noqa: BLE001 - skl2onnx raises RuntimeError, NameError, TypeError...
+    except Exception as error:
         raise InputError(
             f"the scikit-learn model does not convert to ONNX: {_sklearn_reason(estimator, error)}",
             hint="use steps skl2onnx converts (https://onnx.ai/sklearn-onnx/supported.html), register a converter "

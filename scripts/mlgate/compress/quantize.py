@@ -80,7 +80,7 @@ def _preprocess(source: Path, target: Path) -> Path:
         with _quiet():
             quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
         return target
-    except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantizing the original still works
+    except Exception:
         return source
 
 
@@ -89,7 +89,8 @@ class _Reader:
 
     def __init__(self, input_name: str, matrix: Any) -> None:
         self.batches = [
-            {input_name: matrix[start : start + CALIBRATION_BATCH]} for start in range(0, len(matrix), CALIBRATION_BATCH)
+            {input_name: matrix[start : start + CALIBRATION_BATCH]}
+            for start in range(0, len(matrix), CALIBRATION_BATCH)
         ]
         self.position = 0
 

@@ -9,6 +9,8 @@ model tests on the best variants, happens on the gate's side.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import sys
@@ -65,12 +67,18 @@ def compress_config(loaded: LoadedConfig) -> CompressConfig:
 
 
 def count_parameters(path: Path) -> tuple[int, int]:
-    """(parameters, bytes of the weights) of an ONNX graph: its initializers, scales and zero points excluded."""
+    """(parameters, bytes of the weights) of an ONNX graph: its initializers (scales and zero points excluded),
+    plus the float arrays that ai.onnx.ml operators (scikit-learn's linear models, trees) hold as attributes."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     parameters = weight_bytes = 0
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.FLOATS and len(attribute.floats) > 1:
+                parameters += len(attribute.floats)
+                weight_bytes += 4 * len(attribute.floats)
     for tensor in model.graph.initializer:
         if tensor.name.endswith(("_scale", "_zero_point")):
             continue
@@ -210,8 +218,10 @@ class Worker:
 
     # -- logging ---------------------------------------------------------------------------------
     def variant_model(self) -> Any:
-        sys.path.insert(0, str(RUNTIME_DIR))
-        from mlgate_onnx import OnnxVariant
+        # A top-level module (shipped in each variant's code_paths), so the pickled variant loads without mlgate.
+        if str(RUNTIME_DIR) not in sys.path:
+            sys.path.insert(0, str(RUNTIME_DIR))
+        OnnxVariant = importlib.import_module("mlgate_onnx").OnnxVariant
 
         subject = self.candidate.subject
         threads = self.settings.threads
@@ -230,7 +240,7 @@ class Worker:
     def input_example(self) -> Any:
         try:
             return self.original.pyfunc.metadata.load_input_example(str(self.candidate.local_dir))
-        except Exception:  # noqa: BLE001 - an example is optional; a variant without one is still valid
+        except Exception:
             return None
 
     def log(self, build: Build, model_object: Any) -> str:
@@ -350,10 +360,10 @@ class Worker:
             matrix = self.features(rows) if isinstance(self.candidate.subject, TorchSubject) else None
             for build, model, entry, pyfunc in zip(builds, scored, variants, measured[1:], strict=True):
                 at_batch: dict[str, Any] = {"pyfunc": pyfunc}
-                python_model = model.pyfunc.unwrap_python_model()
+                python_model = model.pyfunc.unwrap_python_model()  # type: ignore[no-untyped-call]
                 if matrix is not None:
                     with pinned_threads(threads):
-                        at_batch["onnxruntime"] = _time_calls(lambda m=python_model: m.run(matrix), repeats)
+                        at_batch["onnxruntime"] = _time_calls(lambda m=python_model, x=matrix: m.run(x), repeats)
                         at_batch["torch"] = self.torch_latency(build.network, matrix, repeats)
                 else:
                     feeds = python_model.feeds(rows)
@@ -427,13 +437,13 @@ def experiment_of(uri: str, loaded: LoadedConfig) -> str:
     """The experiment of the candidate's run, so the variants sit beside it; else the project's experiment."""
     import mlflow
 
-    try:
+    # Any answer but an experiment (a runs:/ URI of a deleted run, a server without logged models) falls back to
+    # the project's experiment.
+    with contextlib.suppress(Exception):
         if uri.startswith("models:/m-"):
             return str(mlflow.get_logged_model(uri.split("/", 1)[1].split("/", 1)[0]).experiment_id)
         if uri.startswith("runs:/"):
             return str(mlflow.get_run(uri.split("/")[1]).info.experiment_id)
-    except Exception:  # noqa: BLE001 - any answer but an experiment falls back to the project's experiment
-        pass
     name = (loaded.model.train.experiment if loaded.model.train else None) or loaded.model.project
     experiment = mlflow.get_experiment_by_name(name)
     return str(experiment.experiment_id if experiment else mlflow.create_experiment(name))
