@@ -150,6 +150,7 @@ class _Checker:
         self._model_test_files()
         self._data_columns()
         self._model_test_columns()
+        self._compress()
         self._workflows()
 
     # -- reporting -----------------------------------------------------------------------------
@@ -383,6 +384,40 @@ class _Checker:
                                  any_of=True)  # fmt: skip
         if data.leakage:
             self.need_column(data.leakage.key, list(data.leakage.between), "data.leakage.key", "data", "leakage", "key")
+
+    def _compress(self) -> None:
+        compress = self.model.compress
+        if compress is None:
+            return
+        if self.model.model_tests is None:
+            self.problem(
+                "config",
+                "compress needs model_tests (the holdout, label, score and checks every variant must pass); "
+                "add model_tests or remove compress",
+                "compress",
+            )
+        if "distill" in compress.methods and compress.distill is None:
+            self.problem(
+                "config",
+                "compress.methods lists distill, but compress.distill (the student) is absent",
+                "compress",
+                "methods",
+            )
+        source = compress.quantize.calibration.source
+        static_possible = "int8" in compress.methods and compress.quantize.mode != "dynamic"
+        if static_possible and source not in self.model.data.sources:
+            declared = ", ".join(sorted(self.model.data.sources)) or "none"
+            level: Literal["error", "warning"] = "error" if compress.quantize.mode == "static" else "warning"
+            self.problem(
+                "config",
+                f"compress.quantize.calibration.source names {source!r}, which is not declared under data.sources "
+                f"(declared: {declared}); a network with a Conv layer has no calibration data for static INT8",
+                "compress",
+                "quantize",
+                "calibration",
+                "source",
+                level=level,
+            )
 
     def _model_test_columns(self) -> None:
         tests = self.model.model_tests

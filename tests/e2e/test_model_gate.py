@@ -71,6 +71,34 @@ def _job_succeeded(result: ActResult, job: str) -> bool:
     return any(pattern.search(line) for line in result.output.splitlines())
 
 
+def _compressed_variant_selected(result: ActResult, body: str, server: MlflowServer) -> None:
+    """The compress job after test-model: every variant built and logged, the selected one re-tested,
+    tagged in MLflow, servable with the original's output, and its table in the same PR comment."""
+    assert _job_succeeded(result, "compress"), result.output[-8000:]
+    selected = re.search(r"mlgate compress: selected (\S+) (models:/m-\w+)", result.output)
+    assert selected, result.output[-6000:]
+    variant, uri = selected.groups()
+    assert variant.endswith("-int8"), variant  # the smallest within the budgets: an INT8 variant
+    assert "mlgate compress: ✅ selected" in body and "<!-- mlgate-section:compress -->" in body
+    for name in ("onnx-fp32", "onnx-int8", "pruned-distilled-fp32", "distilled-fp32"):
+        assert f"| {name}" in body, name
+    assert "dynamic: 3 MatMul/Gemm and no Conv" in body
+    client = MlflowClient(server.uri)
+    model = client.get_logged_model(uri.removeprefix("models:/"))
+    assert model.tags["mlgate.compress.selected"] == "true"
+    assert model.tags["mlgate.compress.variant"] == variant
+    source = client.get_logged_model(model.tags["mlgate.compress.source"].removeprefix("models:/"))
+    assert "mlgate.compress.selected" not in source.tags
+
+
+def _without_compress(project: Project) -> None:
+    path = project.path / "mlgate.yaml"
+    config = yaml.safe_load(path.read_text())
+    del config["compress"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", "no compression")
+
+
 def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     workbench: Workbench, mlflow_server: MlflowServer, github_api: GitHubApiStandin
 ) -> None:
@@ -92,6 +120,7 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     assert f"`models:/{name}@champion` (version {champion_version})" in body
     assert "| roc_auc |" in body and "beats the champion by +" in body
     first_id = github_api.comments(REPO, PR)[0]["id"]
+    _compressed_variant_selected(good, body, mlflow_server)
 
     # The next push of the same PR trains with `amount` shuffled: a feature is broken.
     train_py = project.path / "src" / "fraud" / "train.py"
@@ -105,6 +134,7 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     assert broken.returncode != 0, broken.output[-6000:]
     assert _job_succeeded(broken, "train")
     assert not _job_succeeded(broken, "test-model")
+    assert not _job_succeeded(broken, "compress")  # never compresses a model that failed its tests
     for needle in ("baseline.roc_auc", "behavioral.directional[0]", "a larger amount never lowers"):
         assert needle in broken.output, f"{needle!r} not in the act output"
     assert "::error file=mlgate.yaml,line=" in broken.output
@@ -125,8 +155,12 @@ def test_first_model_without_champion_passes_on_thresholds(workbench: Workbench,
     project = workbench.new_project("model-first")
     name = "fraud-detection-e2e-first"
     _use_registered_model(project, name)
+    _without_compress(project)
     result = workbench.act(project, github_api=github_api)
     assert result.returncode == 0, result.output[-8000:]
+    # ml-ci.yml's compress job on a project that declares no compression: a notice, not a failure.
+    assert _job_succeeded(result, "compress")
+    assert "declares no compress section: nothing to compress" in result.output
     body = _one_comment(github_api)
     assert "✅ passed · promotable" in body
     assert f"champion: none yet: `models:/{name}@champion` does not exist, so there is no baseline" in body

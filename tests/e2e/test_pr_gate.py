@@ -22,6 +22,11 @@ def _assert_failed(result: ActResult, *needles: str) -> None:
 
 def test_good_pull_request_passes_and_trains_with_lineage(workbench: Workbench, mlflow_server: MlflowServer) -> None:
     project = workbench.new_project("good")
+    # Compression has its own e2e tests (test_model_gate, test_sklearn_project); this run is about lineage.
+    config = yaml.safe_load((project.path / "mlgate.yaml").read_text())
+    del config["compress"]
+    (project.path / "mlgate.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", "no compression")
     result = workbench.act(project)
     assert result.returncode == 0, result.output[-8000:]
     assert "mlgate lint" in result.output

@@ -49,8 +49,11 @@ def test_good_pr_passes_then_a_worse_model_fails_against_the_champion(
     project = workbench.new_project("churn", template=TEMPLATE)
     good = workbench.act(project, github_api=github_api)
     assert good.returncode == 0, good.output[-8000:]
-    for job in ("lint", "validate-data", "train", "test-model"):
+    for job in ("lint", "validate-data", "train", "test-model", "compress"):
         assert _job(good, job, "succeeded"), f"job {job} did not succeed"
+    # skl2onnx's graph of the pipeline, re-tested and selected; INT8 declined, with the reason.
+    assert re.search(r"mlgate compress: selected onnx-fp32 models:/m-\w+", good.output), good.output[-6000:]
+    assert "onnx-int8: not built, nothing to quantize" in good.output
     assert "dvc pull" not in good.output  # data.dvc is false: the committed CSVs are read as they are
     assert "mlgate test-model: passed; promotable" in good.output
     comment = github_api.comments(REPO, PR)
@@ -62,6 +65,7 @@ def test_good_pr_passes_then_a_worse_model_fails_against_the_champion(
     scope = re.search(r"(\d+) of (\d+) rows in scope", body)
     assert scope, body
     assert 0 < int(scope.group(1)) < int(scope.group(2))
+    assert "mlgate compress: ✅ selected `onnx-fp32`" in body  # a section of the same comment
 
     # The release before the next push: this model becomes the champion.
     client = MlflowClient(mlflow_server.uri)
