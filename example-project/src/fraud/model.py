@@ -206,7 +206,9 @@ class FraudModel(PythonModel):
         }
 
 
-def probability_frame(logits: npt.NDArray[np.float32], frame: pd.DataFrame, logit_offset: float) -> pd.DataFrame:
+def probability_frame(
+    logits: npt.NDArray[np.float32], frame: pd.DataFrame, logit_offset: float
+) -> pd.DataFrame:
     """What `FraudModel.predict` returns, from the network's logits (the compressed variants' output)."""
     shifted = np.asarray(logits, dtype=np.float64).reshape(-1) + logit_offset
     return pd.DataFrame({OUTPUT_COLUMN: 1.0 / (1.0 + np.exp(-shifted))}, index=frame.index)
