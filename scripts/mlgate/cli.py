@@ -25,7 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),
     "test-model": ("modeltest", "behavioral, performance and baseline checks of a candidate model, under pytest"),
     "compress": ("compress", "smaller, faster ONNX variants of a candidate (INT8, pruned, distilled), re-tested"),
+    "registry": ("registry", "register, promote, rollback, status and history of the registered model (aliases)"),
     "ci": ("ci", "run the repository's workflows on this machine under act, with local stand-ins and MLflow"),
+    "github": ("github", "set up the model repository on GitHub: deployment environment and required PR checks"),
 }
 
 

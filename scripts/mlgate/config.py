@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -371,6 +372,16 @@ class BaselineChecks(_Model):
 
     model: str = Field(description="Registered model name in the MLflow registry.")
     alias: str = Field("champion", description="Alias of the production version.")
+
+    @field_validator("alias")
+    @classmethod
+    def _mlflow_alias(cls, value: str) -> str:
+        # MLflow refuses these at the server (set_registered_model_alias): say so before anything runs.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", value):
+            raise ValueError(f"{value!r} is not an MLflow alias: letters, digits, '_' and '-' only")
+        if value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value):
+            raise ValueError(f"{value!r} is reserved by MLflow ('latest' and v<number> name versions)")
+        return value
     max_regression: dict[PerformanceMetric, float] = Field(
         default_factory=dict,
         description="Per metric, how far below the champion the candidate may be (e.g. {f1: 0.005}).",
@@ -510,6 +521,36 @@ class CompressConfig(_Model):
     latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
 
 
+class PromotionRule(_Model):
+    """When `mlgate registry promote` may move `@champion` to the challenger."""
+
+    require_model_tests: bool = Field(
+        True, description="The challenger's model tests (recorded at register) must have passed."
+    )
+    metric: PerformanceMetric | None = Field(
+        None, description="Metric the challenger must beat the champion on; default model_tests.baseline's."
+    )
+    margin: float | None = Field(
+        None, ge=0, description="By at least this much; default model_tests.baseline.promotion_margin (else 0)."
+    )
+    guards: dict[PerformanceMetric, float] = Field(
+        default_factory=dict,
+        description="Metrics that may be worse than the champion's by at most this much, e.g. {pr_auc: 0.01}.",
+    )
+
+
+class RegistryConfig(_Model):
+    """The MLflow model registry: where releases are registered, promoted and rolled back (aliases)."""
+
+    model: str | None = Field(
+        None, description="Registered model name; default model_tests.baseline.model, else the project name."
+    )
+    promotion: PromotionRule = Field(default_factory=lambda: PromotionRule())
+    audit_experiment: str = Field(
+        "mlgate-audit", min_length=1, description="MLflow experiment holding the append-only audit log (one run each)."
+    )
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -523,6 +564,7 @@ class MlgateConfig(_Model):
     compress: CompressConfig | None = Field(
         None, description="The compress gate (needs model_tests: its holdout, score and checks); absent: none."
     )
+    registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
 
 
 @dataclass

@@ -22,6 +22,7 @@ EXTRA_OF_COMMAND: dict[str, str] = {
     "train": "train",
     "test-model": "test-model",
     "compress": "compress",
+    "registry": "train",
     "ci": "ci",
 }
 

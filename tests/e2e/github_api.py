@@ -1,4 +1,5 @@
-"""Stand-in for GitHub's hosted REST API (issue comments only): end-to-end tests read back a workflow's PR comment."""
+"""Stand-in for GitHub's hosted REST API: end-to-end tests read back a workflow's PR comment, and
+`mlgate github setup` is tested against its repository-settings endpoints (tests/e2e/github_repo_settings.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.e2e.github_repo_settings import RepoSettings
 
 # GitHub's defaults for list endpoints: 30 per page unless asked, never more than 100.
 DEFAULT_PER_PAGE = 30
@@ -73,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
     def _handle(self, method: str) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
@@ -118,6 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(HTTPStatus.OK, updated)
             return
+        elif settings := standin.settings.handle(method, url.path.strip("/").split("/"), query, body, parsed):
+            self._reply(*settings)
+            return
         # Anything else GitHub answers with 404 too (it does not say "method not allowed").
         self._reply(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
 
@@ -144,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class GitHubApiStandin:
-    """Stands in for the GitHub-hosted REST API (issue comments only) on 127.0.0.1, for tests under act.
+    """Stands in for the GitHub-hosted REST API (issue comments, repository settings) on 127.0.0.1, for tests.
 
     List (`GET .../issues/{n}/comments`, paginated), create (`POST`, 201) and update
     (`PATCH .../issues/comments/{id}`) comments of any owner/repo, behind a bearer token. Every request
@@ -159,6 +168,9 @@ class GitHubApiStandin:
         # Ids are unique across all repositories, as on GitHub, so PATCH by id alone finds the comment.
         self._ids = itertools.count(1)
         self._server: _Server | None = None
+        # Repositories, users, teams, environments and rulesets; `settings.administration = False` makes
+        # the token one without the Administration permission (403 on settings writes).
+        self.settings = RepoSettings()
         self._thread: threading.Thread | None = None
 
     def start(self) -> GitHubApiStandin:

@@ -195,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
             for v in result.variants
         },
     }
+    chosen = next((a for a in result.attempts if selected is not None and a.name == selected["name"]), None)
+    outputs["evidence"] = {
+        "model_tests": chosen.evidence if chosen else None,
+        "compress": {"variant": outputs["variant"], "source": args.model, "report": outputs["report"]},
+    }
     gha.set_outputs(outputs, json_file=outputs_file)
     if selected is None:
         tried = "; ".join(f"{a.name}: {', '.join(a.failed[:4])}" for a in result.attempts)

@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         "junit-xml": str(report.junit_path),
         "timings": timings,
         "comment-url": url or "",
+        "evidence": {"model_tests": report.evidence()},
     }
     gha.set_outputs(outputs, json_file=outputs_file)
     if not report.passed:

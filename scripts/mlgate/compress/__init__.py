@@ -44,6 +44,7 @@ class Attempt:
     passed: bool
     failed: list[str] = field(default_factory=list)
     junit_path: Path | None = None
+    evidence: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,7 +192,8 @@ def run_compress(
         junit = junit_dir / f"compress-{variant['name']}.xml"
         tested = run_model_tests(loaded, candidate_uri=variant["model_uri"], tracking_uri=tracking_uri,
                                  junit_path=junit, pull_data=False)  # fmt: skip
-        attempt = Attempt(variant["name"], variant["model_uri"], tested.passed, failed_checks(tested), junit)
+        attempt = Attempt(variant["name"], variant["model_uri"], tested.passed, failed_checks(tested), junit,
+                          tested.evidence())  # fmt: skip
         result.attempts.append(attempt)
         variant["model_tests"] = "passed" if tested.passed else f"failed: {', '.join(attempt.failed[:6])}"
         if tested.passed:
@@ -214,7 +216,7 @@ def record(result: CompressResult, tracking_uri: str) -> None:
         client.set_tag(run_id, SELECTED_TAG, str(result.selected["name"]))
     else:
         client.set_tag(run_id, SELECTED_TAG, "none")
-    summary = {**result.report, "attempts": [a.__dict__ | {"junit_path": str(a.junit_path)} for a in result.attempts]}
+    summary = {**result.report, "attempts": [vars(a) | {"junit_path": str(a.junit_path)} for a in result.attempts]}
     client.log_dict(run_id, summary, "compress/report.json")
 
 

@@ -74,6 +74,16 @@ class ModelTestReport:
         model = self.raw.get(which) or {}
         return dict(model.get("metrics") or {})
 
+    def evidence(self) -> dict[str, object]:
+        """What `mlgate registry register` records of these tests on the version (and promote judges by)."""
+        champion = self.raw.get("champion") or {}
+        return {
+            "passed": self.passed,
+            "promotable": self.promotable,
+            "metrics": {"candidate": self.metrics("candidate"), "champion": self.metrics("champion") or None},
+            "champion_version": str(champion.get("version") or ""),
+        }
+
 
 def is_declared_check(test: dict[str, Any]) -> bool:
     return str(test["nodeid"]).split("::")[0].endswith(("mlgate.yaml", "mlgate.yml"))

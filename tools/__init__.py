@@ -1,0 +1,1 @@
+"""Maintainer tools for mlgate's own repository (releases); not part of the mlgate package."""
