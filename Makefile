@@ -5,14 +5,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-unit test-static test-e2e test-example bench lint lock schema clean
+.PHONY: all demo test test-unit test-static test-e2e test-example bench lint lock schema release clean
 
 all: test
 
-$(STAMP): pyproject.toml setup/requirements.lock
+# The dev extra's packages install from the lock, each file checked against its hash (setup/lockfile.py
+# picks them); torch is the one exception: the dev extra pins the CPU wheel (an unpinned torch pulls a
+# multi-GB CUDA build), a file PyPI publishes no hash of. `pip check` then proves nothing is missing.
+$(STAMP): pyproject.toml setup/requirements.lock setup/requirements.extras setup/lockfile.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c setup/requirements.lock 'setuptools>=77'
-	$(BIN)/python -m pip install --quiet -c setup/requirements.lock -e '.[dev]'
+	$(PYTHON) setup/lockfile.py select dev $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps 'torch==2.13.0'
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@command -v git >/dev/null || (apt-get update && apt-get install -y git)
 	touch $(STAMP)
 
@@ -44,18 +50,33 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_pr_gate.py --out bench-results/pr_gate.json
 	$(BIN)/python tests/benchmarks/bench_train.py --out bench-results/train.json
 	$(BIN)/python tests/benchmarks/bench_model_test.py --out bench-results/model_test.json
+	$(BIN)/python tests/benchmarks/bench_compress.py --out bench-results/compress.json
 
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json
 
-# Regenerate the root action's lock from a fresh venv with every extra (`all`). The MLflow server (dev only)
-# is resolved with them so the dev venv installs under the same pins; pins of packages an action's
-# venv does not ask for are inert there.
+# Release mlgate (tools/release.py): check VERSION against CHANGELOG.md, pyproject.toml, mlgate.RELEASE_REF and
+# every `mlgate/mlgate/...@v1` self-reference, then print the commands that tag and push vVERSION; APPLY=1
+# runs them. The tag's workflow (.github/workflows/release.yml) tests it, publishes it and moves v1.
+release: $(STAMP)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z [APPLY=1]" >&2; exit 2; }
+	$(BIN)/python -m tools.release plan "$(VERSION)" $(if $(filter 1,$(APPLY)),--apply)
+
+# Regenerate the lock: resolve every extra and the dev tools in a fresh venv, pin each package with the
+# hashes of its files (pip-compile --generate-hashes, from a venv of its own so pip-tools stays out of the
+# lock), then list what each extra installs (setup/requirements.extras). torch stays out of the hashed set
+# (see the venv target); pip-compile still resolves it, at the dev extra's version, for its dependencies.
 lock:
-	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
-	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[all]' 'mlflow>=3.1,<4'
-	( echo "# Pins for the root action's private venv (all extras). Regenerate: make lock"; \
-	  build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e '^mlgate' -e '^pip==' ) > setup/requirements.lock
+	rm -rf build/lockvenv build/piptools && $(PYTHON) -m venv build/lockvenv && $(PYTHON) -m venv build/piptools
+	build/piptools/bin/pip install --quiet 'pip-tools>=7.4,<8'
+	build/lockvenv/bin/pip install --quiet 'setuptools>=77' '.[dev]'
+	build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e '^mlgate' -e '^pip==' \
+	  | sed -e 's/^\(torch==[^+]*\)+.*/\1/' > build/lock.in
+	build/piptools/bin/pip-compile --quiet --generate-hashes --strip-extras --no-annotate --no-header \
+	  --no-emit-index-url --no-emit-find-links --unsafe-package torch --output-file build/requirements.lock build/lock.in
+	( echo "# mlgate's dependencies and dev tools, each pinned with the hashes of its files. Regenerate: make lock"; \
+	  sed '/^# WARNING/,$$d' build/requirements.lock ) > setup/requirements.lock
+	build/lockvenv/bin/python setup/lockfile.py extras > setup/requirements.extras
 
 clean:
 	rm -rf $(VENV) build .work bench-results

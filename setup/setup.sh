@@ -3,6 +3,8 @@
 #   setup.sh key      -> outputs venv path, cache key and whether to use the cache
 #   setup.sh install  -> builds the venv from the lock file unless it is already there, then
 #                        installs mlgate itself from this action's checkout (its own ref)
+# Every dependency installs in pip's hash-checking mode: setup/lockfile.py picks the lock's entries
+# (each with the sha256 of its files) for the extras asked for, and pip refuses any other file.
 set -euo pipefail
 action_path="${GITHUB_ACTION_PATH:?run this from the root action}"
 lock="$action_path/setup/requirements.lock"
@@ -16,7 +18,8 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 3
 fi
 py_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-lock_hash=$(cat "$lock" "$action_path/pyproject.toml" | sha256sum | cut -c1-16)
+lock_hash=$(cat "$lock" "$action_path/setup/requirements.extras" "$action_path/setup/lockfile.py" \
+  "$action_path/pyproject.toml" | sha256sum | cut -c1-16)
 extras_id=$(printf '%s' "$extras" | tr ',' '-')
 key="mlgate-venv-${RUNNER_OS:-Linux}-$(uname -m)-py${py_version}-${extras_id:-core}-${lock_hash}"
 venv="${MLGATE_VENV_ROOT:-${RUNNER_TOOL_CACHE:-$HOME/.cache}/mlgate}/${key}"
@@ -37,11 +40,11 @@ case "${1:-}" in
       echo "::group::mlgate: create venv $venv (extras: ${extras:-none})"
       rm -rf "$venv"
       "$python" -m venv "$venv"
-      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$lock" setuptools
-      spec="$action_path"
-      [ -n "$extras" ] && spec="$action_path[$extras]"
-      # Dependencies only, pinned by the lock; mlgate itself is installed below on every run.
-      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$lock" "$spec"
+      # Dependencies only, each file checked against the lock's hashes (setuptools included: it builds
+      # mlgate below); mlgate itself is installed below on every run.
+      "$python" "$action_path/setup/lockfile.py" select "$extras" "$venv/.mlgate-requirements.txt"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+        -r "$venv/.mlgate-requirements.txt"
       echo "$key" > "$venv/.mlgate-lock"
       installed=true
       echo "::endgroup::"

@@ -239,11 +239,20 @@ def _closure(requirements: list[Requirement]) -> dict[str, str]:
 def _lock() -> dict[str, str]:
     pins: dict[str, str] = {}
     for line in (ROOT / "setup" / "requirements.lock").read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
+        pinned = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\]+)", line)  # continuation lines: hashes
+        if pinned:
+            pins[canonicalize_name(pinned.group(1))] = pinned.group(2)
     return pins
+
+
+def _extras_lists() -> dict[str, set[str]]:
+    """setup/requirements.extras: the lock's packages the root action installs for each extra."""
+    lists: dict[str, set[str]] = {}
+    for line in (ROOT / "setup" / "requirements.extras").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            extra, _, names = line.partition(":")
+            lists[extra.strip()] = {canonicalize_name(name) for name in names.split()}
+    return lists
 
 
 @pytest.mark.parametrize("extra", ACTION_EXTRAS)
@@ -258,6 +267,21 @@ def test_every_package_of_an_extra_is_pinned_in_the_lock(extra: str) -> None:
         )
     missing = sorted(f"{name}=={version}" for name, version in _closure(direct).items() if name not in pins)
     assert not missing, f"extra {extra} installs packages the lock does not pin: {missing}"
+    # What the root action installs for this extra, by hash: its whole closure (and nothing unpinned).
+    listed = _extras_lists()[extra]
+    unlisted = sorted(name for name in _closure(direct) if name not in listed)
+    assert not unlisted, f"setup/requirements.extras lacks what extra {extra} installs: {unlisted}; run `make lock`"
+    assert listed <= set(pins), f"setup/requirements.extras names unpinned packages: {sorted(listed - set(pins))}"
+
+
+def test_every_pin_of_the_lock_carries_the_hashes_of_its_files() -> None:
+    # pip takes no hashes from a constraints file: the root action installs the lock's entries as requirements
+    # under --require-hashes (setup/lockfile.py), so each must carry its hashes.
+    text = (ROOT / "setup" / "requirements.lock").read_text(encoding="utf-8")
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 1)[1])
+    unhashed = [entry.split()[0] for entry in entries if "==" in entry and "--hash=sha256:" not in entry]
+    assert not unhashed, f"lock entries without hashes: {unhashed}"
+    assert "torch" not in _lock()  # the dev extra's local CPU wheel: installed by version, outside hash checking
 
 
 def test_all_installs_every_gate() -> None:
