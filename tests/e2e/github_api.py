@@ -25,6 +25,7 @@ MAX_PER_PAGE = 100
 
 _LIST_OR_CREATE = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$")
 _ONE_COMMENT = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$")
+_APPROVALS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/runs/(?P<run_id>\d+)/approvals$")
 _AUTHORIZATION = re.compile(r"^(?:bearer|token)\s+(?P<token>\S+)\s*$", re.IGNORECASE)
 
 Comment = dict[str, Any]
@@ -124,6 +125,11 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(HTTPStatus.OK, updated)
             return
+        elif (match := _APPROVALS.match(url.path)) and method == "GET":
+            # GET /repos/{owner}/{repo}/actions/runs/{run_id}/approvals: the reviews of the run's deployments,
+            # in GitHub's shape (environments, state, comment, user); a test sets them with approve().
+            self._reply(HTTPStatus.OK, list(standin.approvals))
+            return
         elif settings := standin.settings.handle(method, url.path.strip("/").split("/"), query, body, parsed):
             self._reply(*settings)
             return
@@ -171,6 +177,8 @@ class GitHubApiStandin:
         # Repositories, users, teams, environments and rulesets; `settings.administration = False` makes
         # the token one without the Administration permission (403 on settings writes).
         self.settings = RepoSettings()
+        # What GET .../actions/runs/{id}/approvals answers: the approvals of a run's environment deployments.
+        self.approvals: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
 
     def start(self) -> GitHubApiStandin:
@@ -184,6 +192,15 @@ class GitHubApiStandin:
         )
         self._thread.start()
         return self
+
+    def approve(self, environment: str, login: str, comment: str = "") -> None:
+        """Record that `login` approved the run's deployment to `environment` (as a required reviewer would)."""
+        self.approvals.append({
+            "environments": [{"id": 1, "name": environment, "url": f"{self.url}/environments/{environment}"}],
+            "state": "approved",
+            "comment": comment,
+            "user": {"login": login, "id": 1000 + len(self.approvals), "type": "User"},
+        })  # fmt: skip
 
     def stop(self) -> None:
         server, thread = self._server, self._thread

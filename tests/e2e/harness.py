@@ -129,6 +129,7 @@ class Workbench:
         inputs: dict[str, str] | None = None,
         *,
         github_api: GitHubApiStandin | None = None,
+        variables: dict[str, str] | None = None,
     ) -> ActResult:
         """`mlgate ci <workflow> --event <event>` on the project, with its DVC remote as the DVC_REMOTE_URL variable."""
         project.forget_local_data()
@@ -150,7 +151,7 @@ class Workbench:
             event=event,
             pr_number=PR_NUMBER,
             inputs=inputs or {},
-            variables={"DVC_REMOTE_URL": str(project.remote)} if project.remote else {},
+            variables={**({"DVC_REMOTE_URL": str(project.remote)} if project.remote else {}), **(variables or {})},
             secrets=secrets,
             env=env,
             tracking_uri=self.tracking_uri,

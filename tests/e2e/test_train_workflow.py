@@ -1,6 +1,7 @@
-"""The example project's training workflow (ml-train.yml on main) under act, GPU labels mapped to
-this host, against the real MLflow server: no GPU here, so require-gpu must stop it at once, and with
-the CPU fallback the full profile trains twice and passes the reproducibility check."""
+"""The example project's training on main under act, GPU labels mapped to this host, against the real
+MLflow server: no GPU here, so a release (release.yml, on push) must stop at its train job at once
+(require-gpu), and training by hand (train.yml) with the CPU fallback trains the full profile twice and
+passes the reproducibility check."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def test_push_to_main_on_a_runner_without_gpu_fails_fast(workbench: Workbench, m
     project = workbench.new_project("train-nogpu")
     project.git("checkout", "-q", "main")
     head = project.git("rev-parse", "HEAD").stdout.strip()
-    result = workbench.act(project, workflow="train.yml", event="push")
+    # The release workflow's first job: a push to main trains on the GPU runner, and this one has none.
+    result = workbench.act(project, workflow="release.yml", event="push")
     assert result.returncode != 0, result.output[-6000:]
     assert "no CUDA GPU visible to the training (require-gpu is true)" in result.output
     assert "/dev/nvidia" in result.output  # the hint says what to check on the runner

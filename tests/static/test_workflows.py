@@ -714,7 +714,10 @@ def test_files_were_found() -> None:
     assert len(STANDINS) >= len(PINS), f"expected a stand-in per pin, found {[_rel(p) for p in STANDINS]}"
 
 
-@pytest.mark.parametrize(("template", "example"), [("mlgate-pr.yml", "pr.yml"), ("mlgate-train.yml", "train.yml")])
+@pytest.mark.parametrize(
+    ("template", "example"),
+    [("mlgate-pr.yml", "pr.yml"), ("mlgate-train.yml", "train.yml"), ("mlgate-release.yml", "release.yml")],
+)
 def test_template_is_what_the_example_project_runs(template: str, example: str) -> None:
     # The caller template users copy must be the file the end-to-end tests run, byte for byte.
     copied = (REPO_ROOT / "workflows" / template).read_text(encoding="utf-8")
@@ -727,7 +730,7 @@ def test_every_template_has_properties() -> None:
         assert template.with_suffix(".properties.json").is_file(), f"{template.name} has no .properties.json"
 
 
-@pytest.mark.parametrize("template", ["mlgate-pr.yml", "mlgate-train.yml"])
+@pytest.mark.parametrize("template", ["mlgate-pr.yml", "mlgate-train.yml", "mlgate-release.yml"])
 def test_readme_shows_the_real_template(template: str) -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     text = (REPO_ROOT / "workflows" / template).read_text(encoding="utf-8")

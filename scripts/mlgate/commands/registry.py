@@ -83,7 +83,7 @@ def render_decision(decision: Decision) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlgate.errors import InputError
+    from mlgate.errors import GateFailed, InputError
     from mlgate.registry import operations
     from mlgate.registry.audit import Who
 
@@ -137,12 +137,19 @@ def run(args: argparse.Namespace) -> int:
         decision = operations.rollback(registry, who, args.reason, args.version)
     gha.add_summary(render_decision(decision))
     outputs: dict[str, Any] = {
+        "model-name": decision.model,
         "version": decision.version,
+        "version-uri": f"models:/{decision.model}/{decision.version}" if decision.version else "",
         "decision": decision.decision,
         "reason": decision.reason,
         "aliases": decision.aliases_after,
         "audit-run-id": decision.audit_run_id,
     }
     gha.set_outputs(outputs)
+    if decision.decision == "rejected":
+        raise GateFailed(
+            f"{decision.model}: version {decision.version} not promoted: {decision.reason}",
+            hint=f"the aliases are unchanged; the decision is recorded (mlgate registry history {decision.model})",
+        )
     print(f"mlgate registry {decision.operation}: {decision.decision}: {decision.reason}")
     return 0

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,14 +51,37 @@ def _first_line(error: BaseException) -> str:
     return (text.splitlines() or [type(error).__name__])[0][:240]
 
 
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Python's and the process's stdout and stderr to nowhere. The exporters write past contextlib's redirects:
+    the TorchScript exporter's C++ dumps its IR graph on fd 2, and torch.onnx's loggers hold the stderr of their
+    import; the worker is a process of its own, so pointing its fds elsewhere for the export is safe."""
+    quiet = io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w", encoding="utf-8") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def export_torch(network: Any, example: Any, path: Path) -> Exported:
     """Export `network` (eval mode, CPU) to `path` with a dynamic batch dimension."""
     import torch
 
-    quiet = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            warnings.simplefilter("ignore")
+        with _silenced():
             program = torch.onnx.export(
                 network, (example,), dynamo=True, verbose=False, optimize=True,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -68,8 +94,7 @@ def export_torch(network: Any, example: Any, path: Path) -> Exported:
         op = unsupported_op(dynamo_error)
         first = f"op {op}" if op else _first_line(dynamo_error)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            warnings.simplefilter("ignore")
+        with _silenced():
             torch.onnx.export(
                 network, (example,), str(path), dynamo=False, verbose=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

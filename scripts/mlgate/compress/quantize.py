@@ -46,7 +46,7 @@ def choose_mode(ops: Counter[str], setting: str) -> tuple[str | None, str]:
     convolutions = sum(ops[op] for op in CONVOLUTIONS)
     linear = sum(ops[op] for op in QUANTIZABLE_DYNAMIC if op != "Gather")
     described = f"{convolutions} Conv, {linear} MatMul/Gemm"
-    if setting != "auto":
+    if setting != "auto" and (convolutions or linear):
         return setting, f"compress.quantize.mode is {setting} ({described})"
     if convolutions:
         return "static", f"static QDQ: the graph has {described}; dynamic quantization would leave Conv in float"

@@ -286,8 +286,16 @@ class Worker:
                 scored.append(model)
                 variants.append(self.measure_quality(build, uri, scores))
             self.measure_latency(builds, scored, variants)
+            export = next((entry for entry in variants if entry["name"] == "onnx-fp32"), None)
             for build, entry in zip(builds, variants, strict=True):
                 entry["budgets"] = self.budget_results(entry)
+                if export is not None and entry is not export and "onnx" in entry["methods"]:
+                    # A quantized copy of an export that strays from the original is no better than its source.
+                    entry["budgets"].append({
+                        "budget": "parity of the FP32 export it was quantized from",
+                        "value": export["max_abs_diff"],
+                        "passed": export["parity"]["passed"],
+                    })  # fmt: skip
                 mlflow.log_dict(entry, f"compress/{build.name}.json")
                 mlflow.log_metrics(
                     {f"{build.name}.size_mb": entry["size_mb"], f"{build.name}.roc_auc": entry["metrics"]["roc_auc"]}

@@ -141,6 +141,7 @@ def run_model_tests(
         env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download is noise in a CI log
     env.pop("MLGATE_CANDIDATE", None)
     child_env(env)
     junit_path.parent.mkdir(parents=True, exist_ok=True)

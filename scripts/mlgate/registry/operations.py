@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.config import LoadedConfig
-from mlgate.errors import GateFailed, InputError, ToolError
+from mlgate.errors import InputError, ToolError
 from mlgate.registry import (
     CHALLENGER,
     LINEAGE_PREFIXES,
@@ -239,12 +239,9 @@ def promote(loaded: LoadedConfig, registry: Registry, who: Who, version: str | N
                 ),
             )
         if not ok:
+            # Refused: nothing moves; the reason is recorded, and the caller fails the step (mlgate registry).
             decision = Decision("promote", registry.name, str(target), "rejected", why, before, before, evidence)
-            registry.record(decision, who)
-            raise GateFailed(
-                f"{registry.name}: not promoted: {why}",
-                hint="the aliases are unchanged; see mlgate registry history " + registry.name,
-            )
+            return registry.record(decision, who)
         moves: list[tuple[str, str | None]] = [(PREVIOUS, champion)] if champion else []
         after = _move_or_record(
             registry,

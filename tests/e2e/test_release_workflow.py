@@ -1,0 +1,121 @@
+"""The example project's release workflow (ml-release.yml) under act, against the real MLflow server.
+
+Three pushes to main and one manual rollback, read back from the server: the first release becomes
+`@champion`; a second release that does not beat it is refused (aliases unchanged, the reason recorded)
+and the workflow fails; a better third one replaces it and the first becomes `@previous`; a dispatch with
+`rollback-to-version` brings the first back. act does not enforce environment protection rules (no
+reviewer is asked); the approvals the audit records come from the GitHub API stand-in, as GitHub's
+`.../actions/runs/{id}/approvals` would answer after a reviewer approved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from mlflow import MlflowClient
+
+from tests.e2e.github_api import GitHubApiStandin
+from tests.e2e.harness import ActResult, Project, Workbench
+from tests.e2e.mlflow_server import MlflowServer
+
+MODEL = "fraud-detection-e2e-release"
+NO_GPU = {"MLGATE_REQUIRE_GPU": "false"}  # the runner mapped to `gpu` is this host: train on its CPU
+
+
+def _job(result: ActResult, job: str, outcome: str) -> bool:
+    pattern = re.compile(rf"/{re.escape(job)}\s*\].*Job {outcome}")
+    return any(pattern.search(line) for line in result.output.splitlines())
+
+
+def _push(project: Project, profile: dict[str, object], message: str) -> None:
+    """A commit on main that changes the release profile (a model trained on more or less, longer or shorter)."""
+    path = project.path / "mlgate.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["train"]["profiles"]["full"] = profile
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", message)
+
+
+def _aliases(client: MlflowClient) -> dict[str, str]:
+    return {str(alias): str(version) for alias, version in client.get_registered_model(MODEL).aliases.items()}
+
+
+def test_two_releases_a_refused_one_and_a_rollback(
+    workbench: Workbench, mlflow_server: MlflowServer, github_api: GitHubApiStandin
+) -> None:
+    project = workbench.new_project("release")
+    project.git("checkout", "-q", "main")
+    path = project.path / "mlgate.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["model_tests"]["baseline"]["model"] = MODEL  # its own registered model on the shared server
+    config["registry"] = {"promotion": {"guards": {"pr_auc": 0.05}}}
+    config["compress"]["methods"] = ["onnx", "int8"]  # compression is tested in depth by the PR workflow
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", "release: own registered model")
+    github_api.approve("production", "release-manager", "looks good")
+    client = MlflowClient(mlflow_server.uri)
+
+    # 1. The first release (the PR's quick profile: 20,000 rows, 3 epochs) becomes the first champion.
+    _push(project, {"max_rows": 20000, "epochs": 3, "lr": 0.003}, "train: a quick release")
+    first = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
+    assert first.returncode == 0, first.output[-8000:]
+    for job in ("train", "test-model", "compress", "register", "staging", "production"):
+        assert _job(first, job, "succeeded"), f"{job} did not succeed"
+    assert not _job(first, "rollback", "succeeded")  # skipped: this is a release
+    assert _aliases(client) == {"challenger": "1", "champion": "1"}
+    version = client.get_model_version(MODEL, "1")
+    assert version.tags["mlgate.compress.variant"].startswith("onnx-")  # the compressed variant is registered
+    assert version.tags["mlgate.model_tests.passed"] == "true"
+    assert version.tags["mlgate.git.commit"] == project.git("rev-parse", "HEAD").stdout.strip()
+    assert version.tags["mlgate.audit.promote.approvers"] == "release-manager"
+
+    # 2. The same model again: it does not beat the champion by the margin. Refused, nothing moves.
+    project.git("commit", "-q", "--allow-empty", "-m", "docs: no model change")
+    same = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
+    assert same.returncode != 0, same.output[-6000:]
+    assert _job(same, "register", "succeeded") and not _job(same, "production", "succeeded")
+    assert "not promoted" in same.output and "does not beat the champion" in same.output
+    assert _aliases(client) == {"challenger": "2", "champion": "1"}
+    assert client.get_model_version(MODEL, "2").tags["mlgate.audit.promote.decision"] == "rejected"
+
+    # 3. Every row, eight epochs: better on the same rows (ROC AUC about 0.80 against 0.79); it becomes
+    # champion and the first is kept as @previous.
+    _push(project, {"epochs": 8, "lr": 0.003}, "train: all rows, eight epochs")
+    better = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
+    assert better.returncode == 0, better.output[-8000:]
+    assert _aliases(client) == {"challenger": "3", "champion": "3", "previous": "1"}
+
+    # 4. Production goes back by hand, behind the same environment; the reason is recorded.
+    rollback = workbench.act(
+        project, workflow="release.yml", event="workflow_dispatch", github_api=github_api,
+        inputs={"rollback-to-version": "1", "reason": "p95 latency doubled after v3"},
+    )  # fmt: skip
+    assert rollback.returncode == 0, rollback.output[-8000:]
+    assert _job(rollback, "rollback", "succeeded") and not _job(rollback, "train", "succeeded")
+    assert _aliases(client) == {"challenger": "3", "champion": "1"}
+
+    # The audit trail, read back from the server: every operation, in order, with who, why and the evidence.
+    experiment = client.get_experiment_by_name("mlgate-audit")
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlgate.audit.model` = '{MODEL}'",
+        order_by=["attributes.start_time ASC"],
+    )  # fmt: skip
+    trail = [(r.data.tags["mlgate.audit.operation"], r.data.tags["mlgate.audit.version"],
+              r.data.tags["mlgate.audit.decision"]) for r in runs]  # fmt: skip
+    assert trail == [
+        ("register", "1", "registered"), ("promote", "1", "promoted"),
+        ("register", "2", "registered"), ("promote", "2", "rejected"),
+        ("register", "3", "registered"), ("promote", "3", "promoted"),
+        ("rollback", "1", "rolled-back"),
+    ], trail  # fmt: skip
+    promoted = runs[5].data.tags
+    assert promoted["mlgate.audit.approvers"] == "release-manager"
+    assert promoted["mlgate.audit.environment"] == "production"
+    assert "/actions/runs/" in promoted["mlgate.audit.run_url"]
+    compared = json.loads(promoted["mlgate.audit.evidence"])
+    assert compared["metric"] == "roc_auc" and compared["candidate"]["roc_auc"] > compared["champion"]["roc_auc"]
+    assert "p95 latency doubled after v3" in runs[6].data.tags["mlgate.audit.reason"]
+    assert "does not beat the champion" in runs[3].data.tags["mlgate.audit.reason"]
