@@ -382,6 +382,7 @@ class BaselineChecks(_Model):
         if value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value):
             raise ValueError(f"{value!r} is reserved by MLflow ('latest' and v<number> name versions)")
         return value
+
     max_regression: dict[PerformanceMetric, float] = Field(
         default_factory=dict,
         description="Per metric, how far below the champion the candidate may be (e.g. {f1: 0.005}).",

@@ -393,32 +393,77 @@ CASES: list[Case] = [
     Case("ci-workflow-missing", ("ci", "nope.yml"), git_commit, 3, "nope.yml"),
     # --- mlgate compress ---
     Case("compress-no-section", (*CP, "--model", "models:/m-1", "--tracking-uri", SQLITE), nothing, 2, "compress"),
-    Case("compress-no-model", (*CP, "--tracking-uri", SQLITE), edit(LAST, LAST + COMPRESS), 3,
-         "no candidate model"),  # fmt: skip
-    Case("compress-unknown-method", ("check",), edit(LAST, LAST + "\ncompress: {methods: [zip]}"), 2,
-         "compress.methods"),  # fmt: skip
-    Case("compress-distill-without-student", (*CP, "--model", "models:/m-1", "--tracking-uri", SQLITE),
-         edit(LAST, LAST + "\ncompress: {methods: [onnx, distill]}"), 2, "compress.distill"),  # fmt: skip
-    Case("compress-model-missing", (*CP, "--model", "models:/m-0123", "--tracking-uri", SQLITE),
-         edit(LAST, LAST + COMPRESS), 3, "models:/m-0123"),  # fmt: skip
-    Case("compress-budget-not-a-number", ("check",),
-         edit(LAST, LAST + "\ncompress: {budgets: {max_size_mb: small}}"), 2, "max_size_mb"),  # fmt: skip
+    Case("compress-no-model", (*CP, "--tracking-uri", SQLITE), edit(LAST, LAST + COMPRESS), 3, "no candidate model"),
+    Case(
+        "compress-unknown-method", ("check",), edit(LAST, LAST + "\ncompress: {methods: [zip]}"), 2, "compress.methods"
+    ),
+    Case(
+        "compress-distill-without-student",
+        (*CP, "--model", "models:/m-1", "--tracking-uri", SQLITE),
+        edit(LAST, LAST + "\ncompress: {methods: [onnx, distill]}"),
+        2,
+        "compress.distill",
+    ),
+    Case(
+        "compress-model-missing",
+        (*CP, "--model", "models:/m-0123", "--tracking-uri", SQLITE),
+        edit(LAST, LAST + COMPRESS),
+        3,
+        "models:/m-0123",
+    ),
+    Case(
+        "compress-budget-not-a-number",
+        ("check",),
+        edit(LAST, LAST + "\ncompress: {budgets: {max_size_mb: small}}"),
+        2,
+        "max_size_mb",
+    ),
     # --- mlgate registry ---
     Case("registry-no-operation", ("registry", "--tracking-uri", SQLITE), nothing, 3, "no registry operation"),
     Case("registry-model-missing", ("registry", "promote", "--tracking-uri", SQLITE), nothing, 3, "does not exist"),
-    Case("registry-evidence-not-json", ("registry", "register", "--model-uri", "models:/m-1", "--evidence", "{x",
-         "--tracking-uri", SQLITE), nothing, 3, "--evidence"),  # fmt: skip
-    Case("registry-not-a-model-uri", ("registry", "register", "--model-uri", "runs:/r1/model",
-         "--tracking-uri", SQLITE), nothing, 3, "models:/<model_id>"),  # fmt: skip
-    Case("registry-reserved-alias", ("registry", "status", "--tracking-uri", SQLITE),
-         edit("label: y", "label: y\n  baseline: {model: stub, alias: v1}"), 2, "reserved"),  # fmt: skip
-    Case("registry-server-down", ("registry", "status", "--tracking-uri", "http://127.0.0.1:9"), nothing, 4,
-         "127.0.0.1:9"),  # fmt: skip
+    Case(
+        "registry-evidence-not-json",
+        ("registry", "register", "--model-uri", "models:/m-1", "--evidence", "{x", "--tracking-uri", SQLITE),
+        nothing,
+        3,
+        "--evidence",
+    ),
+    Case(
+        "registry-not-a-model-uri",
+        ("registry", "register", "--model-uri", "runs:/r1/model", "--tracking-uri", SQLITE),
+        nothing,
+        3,
+        "models:/<model_id>",
+    ),
+    Case(
+        "registry-reserved-alias",
+        ("registry", "status", "--tracking-uri", SQLITE),
+        edit("label: y", "label: y\n  baseline: {model: stub, alias: v1}"),
+        2,
+        "reserved",
+    ),
+    Case(
+        "registry-server-down",
+        ("registry", "status", "--tracking-uri", "http://127.0.0.1:9"),
+        nothing,
+        4,
+        "127.0.0.1:9",
+    ),
     # --- mlgate github setup ---
-    Case("github-setup-apply-without-token", ("github", "setup", "--apply", "--reviewer", "someone", "--repo", "o/r"),
-         write(".github/workflows/pr.yml", PR_WORKFLOW), 3, "GITHUB_TOKEN"),  # fmt: skip
-    Case("github-setup-no-pr-gate", ("github", "setup", "--reviewer", "someone", "--repo", "o/r"), nothing, 3,
-         "ml-ci.yml"),  # fmt: skip
+    Case(
+        "github-setup-apply-without-token",
+        ("github", "setup", "--apply", "--reviewer", "someone", "--repo", "o/r"),
+        write(".github/workflows/pr.yml", PR_WORKFLOW),
+        3,
+        "GITHUB_TOKEN",
+    ),
+    Case(
+        "github-setup-no-pr-gate",
+        ("github", "setup", "--reviewer", "someone", "--repo", "o/r"),
+        nothing,
+        3,
+        "ml-ci.yml",
+    ),
 ]
 
 
