@@ -63,8 +63,8 @@ HISTORY_CHECKPOINTS = (10, 100, 1000)
 HISTORY_REPEATS = 5  # timed reads of the audit log at each checkpoint (p50 and p95 of these)
 PROMOTE_EVERY = 10  # in the history setup: every tenth version is promoted as well as registered
 ACT_NOTE = (
-    "the release workflow's wall time under act, stage by stage, is measured by tests/e2e; not here "
-    "(no act run is cheap enough for a benchmark, and this one starts no workflow)"
+    "measured by tests/e2e; not here: the release workflow under act (tests/e2e/test_release_workflow.py, "
+    "train to promote, minutes a run) offers no per-stage timing hook cheap enough for a benchmark"
 )
 
 

@@ -1,9 +1,12 @@
-"""`make demo`: the example project's pull-request workflow under act, on this checkout.
+"""`make demo`: the example project's workflows under act, on this checkout.
 
-Two pull requests: one with good data, which passes, and one whose training data drifted,
-which the data gate stops with the drifted features named. Each run is what `mlgate ci pr.yml`
-does (the e2e harness calls the same `run_local_ci`), against one MLflow server for both, so the
-trained model can be read back. Uses only loopback and temp folders.
+Two pull requests: one with good data, which passes (lint, data, training, model tests, compression),
+and one whose training data drifted, which the data gate stops with the drifted features named. Then
+the good one is merged and its push to main runs the release workflow: train, test, compress,
+register, staging, and the production job, whose approval comes from a loopback stand-in of GitHub's
+API (act does not pause for reviewers), promotes the release to @champion. Each run is what `mlgate ci`
+does (the e2e harness calls the same `run_local_ci`), against one MLflow server for all, so the models
+and the audit trail can be read back. Uses only loopback and temp folders.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mlgate.localci import MlflowServer
 
+from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Workbench
 
 KEEP = re.compile(r"(::error|::warning|FAILED|DRIFT|Job succeeded|Job failed|mlgate \S+ ready|✅ |❌ )")
@@ -56,9 +60,37 @@ def run_demo(tmp: Path, tracking_uri: str) -> int:
     drifted.change_data("train", drift, "data: amounts from the new card scheme")
     drifted_result = bench.act(drifted)
     show("PR with drifted training data (expected: fail on drift, no training)", drifted_result)
-    ok = good_result.returncode == 0 and drifted_result.returncode != 0
-    print("\ndemo " + ("OK: the good PR passed and trained; the drifted PR was stopped" if ok else "FAILED"))
+    good.git("checkout", "-q", "main")
+    good.git("merge", "-q", "--no-ff", "pr/good-data", "-m", "Merge pull request #7: good data")
+    with GitHubApiStandin() as github_api:
+        github_api.approve("production", "release-manager", "metrics and model tests look good")
+        release = bench.act(good, workflow="release.yml", event="push", github_api=github_api,
+                            variables={"MLGATE_REQUIRE_GPU": "false"})  # fmt: skip
+    show("Push to main: the release (expected: registered, approved, promoted to @champion)", release)
+    show_registry(tracking_uri)
+    ok = good_result.returncode == 0 and drifted_result.returncode != 0 and release.returncode == 0
+    verdict = "OK: the good PR passed, the drifted PR was stopped, the release went to @champion"
+    print("\ndemo " + (verdict if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def show_registry(tracking_uri: str) -> None:
+    from mlflow import MlflowClient
+    from mlgate.registry import Registry, operations
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    registry = Registry(client, tracking_uri, "fraud-detection", "mlgate-audit")
+    if not registry.exists():
+        print("  (no registered model: the release did not register)")
+        return
+    for alias, target in operations.status(registry).items():
+        print(
+            f"  @{alias}: version {target['version']} ({target['variant'] or 'not compressed'}) {target['model_uri']}"
+        )
+    for record in operations.history(registry):
+        approvers = f", approved by {', '.join(record.who.approvers)}" if record.who.approvers else ""
+        print(f"  audit: {record.operation} v{record.version} {record.decision} by {record.who.actor}{approvers}: "
+              f"{record.reason}")  # fmt: skip
 
 
 def show_training(tracking_uri: str) -> None:
