@@ -7,10 +7,14 @@ registry API, as a release before the pull request would have left it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -71,6 +75,50 @@ def _job_succeeded(result: ActResult, job: str) -> bool:
     return any(pattern.search(line) for line in result.output.splitlines())
 
 
+def _trained_with_lineage(result: ActResult, project: Project, server: MlflowServer) -> None:
+    """Every gate of the good PR ran, and its training run, read back from the real server, carries the
+    lineage: commit, PR, branch, profile, device, data hashes, config hash, metrics, a loadable model."""
+    assert "mlgate lint" in result.output
+    assert "FAILED" not in result.output
+    docs = list(result.artifacts.glob("data-docs/**/index.html"))
+    assert docs, f"no Data Docs artifact uploaded under {result.artifacts}"
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("fraud-detection")
+    assert experiment is not None, "the train job created no MLflow experiment"
+    head = project.git("rev-parse", "HEAD").stdout.strip()
+    # The champion was trained outside the PR on the same commit: the PR's run is the one tagged with it.
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlgate.git.commit` = '{head}' and tags.`mlgate.pr` = '7'"
+    )
+    assert len(runs) == 1, f"expected one PR run for commit {head}, found {len(runs)}"
+    run = runs[0]
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["mlgate.git.branch"] == "pr/model-good"
+    assert tags["mlgate.profile"] == "quick"
+    assert tags["mlgate.device"] == "cpu"
+    assert tags["mlgate.torch"].startswith("2.")
+    assert "/actions/runs/" in tags["mlgate.workflow_run_url"]
+    lock = yaml.safe_load((project.path / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for o in lock["stages"]["generate"]["outs"]}
+    assert tags["mlgate.dvc.data/train.csv"] == outs["data/train.csv"]
+    assert tags["mlgate.config_sha256"] == hashlib.sha256((project.path / "mlgate.yaml").read_bytes()).hexdigest()
+    assert run.data.params["mlgate.profile"] == "quick"
+    assert run.data.metrics["holdout_roc_auc"] > 0.75
+    assert len(client.get_metric_history(run.info.run_id, "val_roc_auc")) >= 2
+    models = client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert len(models) == 1
+    mlflow.set_tracking_uri(server.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    assert model.metadata.signature is not None
+    project.dvc("pull", "data/test.csv")  # act ran the jobs in copies; this checkout has no data
+    rows = pd.read_csv(project.path / "data" / "test.csv", nrows=200)
+    scores = np.asarray(model.predict(rows)).ravel()
+    assert scores.shape == (200,) and ((scores >= 0) & (scores <= 1)).all()
+
+
 def _compressed_variant_selected(result: ActResult, body: str, server: MlflowServer) -> None:
     """The compress job after test-model: every variant built and logged, the selected one re-tested,
     tagged in MLflow, servable with the original's output, and its table in the same PR comment."""
@@ -120,6 +168,7 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     assert f"`models:/{name}@champion` (version {champion_version})" in body
     assert "| roc_auc |" in body and "beats the champion by +" in body
     first_id = github_api.comments(REPO, PR)[0]["id"]
+    _trained_with_lineage(good, project, mlflow_server)
     _compressed_variant_selected(good, body, mlflow_server)
 
     # The next push of the same PR trains with `amount` shuffled: a feature is broken.

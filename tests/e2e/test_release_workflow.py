@@ -71,8 +71,12 @@ def test_two_releases_a_refused_one_and_a_rollback(
     assert version.tags["mlgate.git.commit"] == project.git("rev-parse", "HEAD").stdout.strip()
     assert version.tags["mlgate.audit.promote.approvers"] == "release-manager"
 
-    # 2. The same model again: it does not beat the champion by the margin. Refused, nothing moves.
-    project.git("commit", "-q", "--allow-empty", "-m", "docs: no model change")
+    # 2. The same model again: it does not beat the champion by the margin. Refused, nothing moves. From here
+    # on without compression (the compress job then registers the trained model as it is), to keep it short.
+    config = yaml.safe_load(path.read_text())
+    del config["compress"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    project.git("commit", "-q", "-am", "release the model uncompressed")
     same = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
     assert same.returncode != 0, same.output[-6000:]
     assert _job(same, "register", "succeeded") and not _job(same, "production", "succeeded")
@@ -80,12 +84,13 @@ def test_two_releases_a_refused_one_and_a_rollback(
     assert _aliases(client) == {"challenger": "2", "champion": "1"}
     assert client.get_model_version(MODEL, "2").tags["mlgate.audit.promote.decision"] == "rejected"
 
-    # 3. Every row, eight epochs: better on the same rows (ROC AUC about 0.80 against 0.79); it becomes
-    # champion and the first is kept as @previous.
-    _push(project, {"epochs": 8, "lr": 0.003}, "train: all rows, eight epochs")
+    # 3. Every row, three epochs: better on the same rows (ROC AUC about 0.800 against 0.793, and the
+    # project's own test of the recall on large frauds holds); it becomes champion, the first @previous.
+    _push(project, {"epochs": 3, "lr": 0.003}, "train: all rows")
     better = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
     assert better.returncode == 0, better.output[-8000:]
     assert _aliases(client) == {"challenger": "3", "champion": "3", "previous": "1"}
+    assert "mlgate.compress.variant" not in client.get_model_version(MODEL, "3").tags  # the trained model itself
 
     # 4. Production goes back by hand, behind the same environment; the reason is recorded.
     rollback = workbench.act(
