@@ -116,6 +116,28 @@ def require_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def add_candidate_argument(parser: argparse.ArgumentParser) -> None:
+    """--model: the candidate (the train step's model-uri output), from the action's model-uri input."""
+    parser.add_argument(
+        "--model",
+        default=env_default("model-uri") or os.environ.get("MLGATE_CANDIDATE"),
+        help="URI of the candidate model, e.g. models:/<model_id> (the train step's model-uri output)",
+    )
+
+
+def add_comment_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--comment / --no-comment, from the action's comment input (default on)."""
+    comment = parser.add_mutually_exclusive_group()
+    comment.add_argument(
+        "--comment",
+        dest="comment",
+        action="store_true",
+        default=flag_default("comment") is not False,
+        help=f"{what} (on pull requests, with GITHUB_TOKEN; default)",
+    )
+    comment.add_argument("--no-comment", dest="comment", action="store_false")
+
+
 def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:
     """--dvc-remote-url and --no-dvc-pull, shared by the gates that read DVC-versioned data."""
     parser.add_argument(

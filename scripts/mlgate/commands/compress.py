@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
 from mlgate.cli import (
+    add_candidate_argument,
+    add_comment_arguments,
     add_config_argument,
     add_dvc_arguments,
     add_outputs_argument,
@@ -31,26 +32,14 @@ OUTPUTS_FILE = "mlgate-outputs/compress.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument(
-        "--model",
-        default=env_default("model-uri") or os.environ.get("MLGATE_CANDIDATE"),
-        help="URI of the candidate model, e.g. models:/<model_id> (the train step's model-uri output)",
-    )
+    add_candidate_argument(parser)
     add_tracking_argument(parser)
     parser.add_argument(
         "--junit-dir",
         default=env_default("junit-dir", "mlgate-reports"),
         help="folder of the JUnit XML of each variant's model tests (default: mlgate-reports)",
     )
-    comment = parser.add_mutually_exclusive_group()
-    comment.add_argument(
-        "--comment",
-        dest="comment",
-        action="store_true",
-        default=flag_default("comment") is not False,
-        help="add the table to the model tests' PR comment (on pull requests, with GITHUB_TOKEN; default)",
-    )
-    comment.add_argument("--no-comment", dest="comment", action="store_false")
+    add_comment_arguments(parser, "add the table to the model tests' PR comment")
     parser.add_argument(
         "--if-configured",
         action="store_true",

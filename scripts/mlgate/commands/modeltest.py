@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
 from mlgate.cli import (
+    add_candidate_argument,
+    add_comment_arguments,
     add_config_argument,
     add_dvc_arguments,
     add_outputs_argument,
     add_tracking_argument,
     env_default,
-    flag_default,
     outputs_path,
     require_output,
     require_tracking_uri,
@@ -37,26 +37,14 @@ OUTPUTS_FILE = "mlgate-outputs/test-model.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument(
-        "--model",
-        default=env_default("model-uri") or os.environ.get("MLGATE_CANDIDATE"),
-        help="URI of the candidate model, e.g. models:/<model_id> (the train step's model-uri output)",
-    )
+    add_candidate_argument(parser)
     add_tracking_argument(parser)
     parser.add_argument(
         "--junit-xml",
         default=env_default("junit-xml", "mlgate-reports/model-tests.xml"),
         help="where to write the JUnit XML of every check and test (default: mlgate-reports/model-tests.xml)",
     )
-    comment = parser.add_mutually_exclusive_group()
-    comment.add_argument(
-        "--comment",
-        dest="comment",
-        action="store_true",
-        default=flag_default("comment") is not False,
-        help="post or update the PR comment with the results (on pull requests, with GITHUB_TOKEN; default)",
-    )
-    comment.add_argument("--no-comment", dest="comment", action="store_false")
+    add_comment_arguments(parser, "post or update the PR comment with the results")
     add_outputs_argument(parser, OUTPUTS_FILE, "passed, promotable, metrics")
     add_dvc_arguments(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --), e.g. -k latency")

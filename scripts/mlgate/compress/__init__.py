@@ -9,7 +9,6 @@ checks `mlgate test-model` runs), trying the next one when a variant fails them.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -21,8 +20,8 @@ from mlgate.config import CompressConfig, LoadedConfig
 from mlgate.dvcio import dvc_pull
 from mlgate.errors import ConfigError, InputError, MlgateError, ToolError
 from mlgate.extras import require
-from mlgate.mlflowio import child_env, reach
-from mlgate.modeltest import PACKAGE_ROOT, ModelTestReport, run_model_tests
+from mlgate.mlflowio import reach
+from mlgate.modeltest import ModelTestReport, project_process_env, run_model_tests
 from mlgate.procio import stream
 from mlgate.projenv import ensure_gate_packages, ensure_project_env, importable
 
@@ -112,16 +111,9 @@ def within_budgets(variant: dict[str, Any]) -> bool:
 def run_worker(
     loaded: LoadedConfig, python: Path | None, candidate_uri: str, tracking_uri: str, workdir: Path
 ) -> dict[str, Any]:
-    env = dict(os.environ)
-    if python is not None:
-        env["VIRTUAL_ENV"] = str(python.parent.parent)
-        env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env = project_process_env(python, tracking_uri)
     env["TMPDIR"] = str(workdir / "tmp")
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-    child_env(env)
     report_path = workdir / "report.json"
     command = [
         str(python or sys.executable), "-m", WORKER, "--config", str(loaded.path.resolve()),

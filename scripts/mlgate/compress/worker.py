@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlgate.compress import settings_of as settings_of_compress
 from mlgate.compress.contract import Candidate, SklearnSubject, TorchSubject, load_candidate
 from mlgate.compress.export import Exported, convert_sklearn, export_torch
 from mlgate.compress.quantize import choose_mode, operator_counts, quantize
-from mlgate.config import CompressConfig, LoadedConfig, load_config
+from mlgate.config import LoadedConfig, load_config
 from mlgate.errors import ConfigError, InputError, MlgateError
 from mlgate.modeltest.context import (
     Holdout,
@@ -54,16 +55,6 @@ class Build:
     network: Any = None  # the torch network of the graph (int8: its FP32 network), None for scikit-learn
     notes: list[str] = field(default_factory=list)
     candidate: bool = True  # offered for selection (the FP32 export is built for int8 even when `onnx` is not asked)
-
-
-def compress_config(loaded: LoadedConfig) -> CompressConfig:
-    if loaded.model.compress is None:
-        raise ConfigError(
-            f"{loaded.path}: no `compress` section",
-            hint="add compress: {methods: [onnx, int8]} (and budgets) to mlgate.yaml",
-            file=str(loaded.path),
-        )
-    return loaded.model.compress
 
 
 def count_parameters(path: Path) -> tuple[int, int]:
@@ -108,7 +99,7 @@ def _rows(frame: pd.DataFrame, batch: int) -> pd.DataFrame:
 class Worker:
     def __init__(self, loaded: LoadedConfig, candidate_uri: str, workdir: Path) -> None:
         self.loaded = loaded
-        self.settings = compress_config(loaded)
+        self.settings = settings_of_compress(loaded)
         self.workdir = workdir
         self.notes: list[str] = []
         self.holdout: Holdout = load_holdout(loaded)

@@ -104,6 +104,19 @@ def _user_test_paths(loaded: LoadedConfig) -> list[str]:
     return paths
 
 
+def project_process_env(python: Path | None, tracking_uri: str) -> dict[str, str]:
+    """The environment of a process mlgate runs in the project venv (`python`; None: mlgate's own venv), with
+    mlgate's package importable and MLflow pointed at `tracking_uri` (bounded retries, telemetry off)."""
+    env = dict(os.environ)
+    if python is not None:
+        env["VIRTUAL_ENV"] = str(python.parent.parent)
+        env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download is noise in a CI log
+    return child_env(env)
+
+
 def run_model_tests(
     loaded: LoadedConfig,
     *,
@@ -135,15 +148,8 @@ def run_model_tests(
         print("mlgate: dvc pull (data.dvc is true)", flush=True)
         dvc_pull(loaded, [settings.holdout], dvc_remote_url)
         timings["dvc_pull"] = time.perf_counter() - started
-    env = dict(os.environ)
-    if python is not None:
-        env["VIRTUAL_ENV"] = str(python.parent.parent)
-        env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download is noise in a CI log
+    env = project_process_env(python, tracking_uri)
     env.pop("MLGATE_CANDIDATE", None)
-    child_env(env)
     junit_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlgate-test-model-") as tmp:
         report_path = Path(tmp) / "report.json"
