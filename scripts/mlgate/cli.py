@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("registry", "register, promote, rollback, status and history of the registered model (aliases)"),
     "ci": ("ci", "run the repository's workflows on this machine under act, with local stand-ins and MLflow"),
     "github": ("github", "set up the model repository on GitHub: deployment environment and required PR checks"),
+    "serve": ("serve", "serve one MLflow model over HTTP: MLflow's /invocations, /predict, /ready, /metrics"),
 }
 
 

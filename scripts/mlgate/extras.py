@@ -24,6 +24,7 @@ EXTRA_OF_COMMAND: dict[str, str] = {
     "compress": "compress",
     "registry": "train",
     "ci": "ci",
+    "serve": "serve",
 }
 
 # Top-level modules of the optional dependencies, by the extras that install them (tests check this
@@ -36,6 +37,9 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     "compress": frozenset(
         {"mlflow", "sqlalchemy", "alembic", "dvc", "pytest", "pandas", "numpy", "pyarrow"}
         | {"onnx", "onnxruntime", "onnxscript", "skl2onnx"}
+    ),
+    "serve": frozenset(
+        {"mlflow", "sqlalchemy", "alembic", "pandas", "numpy", "fastapi", "starlette", "uvicorn", "prometheus_client"}
     ),
 }
 

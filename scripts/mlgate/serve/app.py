@@ -1,0 +1,242 @@
+"""The FastAPI application of `mlgate serve`: one model, loaded once, answering predictions, health and metrics.
+
+The model loads in a thread started by the lifespan, so /health answers at once and /ready says
+what is happening (loading, the reason it failed, or ready after a warm-up prediction) instead of
+the port staying closed for as long as a large model downloads. Predictions run in Starlette's
+threadpool: parsing, predict and serialising never block the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mlgate.errors import MlgateError
+from mlgate.serve.metrics import Metrics
+from mlgate.serve.model import ServedModel, load, warm_up_input
+from mlgate.serve.payload import ModelError, PayloadError, jsonable, parse_invocations, parse_records, predict, scores
+
+SETTINGS_ENV = "MLGATE_SERVE_SETTINGS"
+REQUEST_ID = "X-Request-ID"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one server serves: the model's URI, where it resolves, and the name its metrics carry."""
+
+    model_uri: str
+    tracking_uri: str | None = None
+    name: str | None = None
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(**json.loads(os.environ[SETTINGS_ENV]))
+
+
+class State:
+    """The server's model, or why there is none yet; written once by the loading thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: ServedModel | None = None
+        self.reason = f"loading {settings.model_uri}"
+        self.warm_up = ""
+        self.done = threading.Event()
+
+    def label(self) -> tuple[str, str]:
+        if self.model is not None:
+            return self.model.identity.name, self.model.identity.version
+        return self.settings.name or self.settings.model_uri, ""
+
+
+def log(event: str, **fields: Any) -> None:
+    """One JSON line on stdout (mlgate's redacting stream under the CLI)."""
+    line = json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str)
+    print(line, file=sys.stdout, flush=True)
+
+
+def load_and_warm(state: State) -> None:
+    settings = state.settings
+    try:
+        if settings.tracking_uri:
+            import mlflow
+
+            from mlgate.mlflowio import bound_requests
+
+            bound_requests()  # a server that is down fails the load in seconds, not MLflow's minutes of retries
+            mlflow.set_tracking_uri(settings.tracking_uri)
+            mlflow.set_registry_uri(settings.tracking_uri)
+        model = load(settings.model_uri, settings.name)
+        example = warm_up_input(model)
+        if example is not None:
+            try:
+                model.predict(example)
+            except Exception as exc:
+                raise MlgateError(
+                    f"the warm-up prediction of {settings.model_uri} on its input example failed: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
+        state.warm_up = "input example" if model.pyfunc.input_example is not None else "signature row"
+        if example is None:
+            state.warm_up = "none (the model has neither an input example nor a column signature)"
+        state.model = model
+        state.reason = ""
+        log("ready", model=model.identity.name, version=model.identity.version, uri=model.uri, warm_up=state.warm_up)
+    except MlgateError as exc:
+        state.reason = exc.message
+        log("not_ready", uri=settings.model_uri, reason=exc.message, hint=exc.hint)
+        print(f"mlgate serve: the model did not load, /ready answers 503: {exc.message}", file=sys.stderr, flush=True)
+    except Exception as exc:  # a bug or an unexpected failure still says why the server is not ready
+        state.reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log("not_ready", uri=settings.model_uri, reason=state.reason)
+    finally:
+        state.done.set()
+
+
+def _error(status: int, message: str, request_id: str) -> JSONResponse:
+    # The shape of `mlflow models serve`'s errors, so its clients read them the same way.
+    code = {400: "BAD_REQUEST", 415: "BAD_REQUEST", 503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")
+    return JSONResponse({"error_code": code, "message": message}, status, headers={REQUEST_ID: request_id})
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    state = State(settings)
+    meter = metrics if metrics is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A daemon thread: a load still hanging on a dead server does not hold up shutdown.
+        threading.Thread(target=load_and_warm, args=(state,), name="mlgate-serve-load", daemon=True).start()
+        yield
+
+    app = FastAPI(title="mlgate serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serve = state
+
+    async def answer(request: Request, endpoint: str) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        model = state.model
+        name, version = state.label()
+        scored: list[float] | None = None
+        if model is None:
+            response: Response = _error(503, f"not ready: {state.reason}", request_id)
+        else:
+            body = await request.body()
+            content_type = request.headers.get("content-type", "application/json")
+            try:
+                if endpoint == "/invocations":
+                    content, scored = await run_in_threadpool(_invocations, model, body, content_type)
+                else:
+                    content, scored = await run_in_threadpool(_predict_records, model, body)
+                response = Response(content, 200, media_type="application/json", headers={REQUEST_ID: request_id})
+            except PayloadError as exc:
+                response = _error(exc.status, exc.message, request_id)
+            except ModelError as exc:
+                response = _error(500, f"the model failed to predict: {exc}", request_id)
+        seconds = time.perf_counter() - started
+        meter.observe(name, version, endpoint, response.status_code, seconds, scored)
+        fields: dict[str, Any] = {"request_id": request_id, "model": name, "version": version, "endpoint": endpoint}
+        fields |= {"status": response.status_code, "latency_ms": round(seconds * 1000.0, 3)}
+        if scored is not None:
+            fields["scores"] = scored
+        if response.status_code >= 400:
+            fields["error"] = json.loads(bytes(response.body))["message"]
+        log("prediction", **fields)
+        return response
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        return await answer(request, "/invocations")
+
+    @app.post("/predict")
+    async def predict_records(request: Request) -> Response:
+        return await answer(request, "/predict")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        model = state.model
+        if model is None:
+            return JSONResponse({"ready": False, "uri": settings.model_uri, "reason": state.reason}, 503)
+        identity = model.identity
+        found = {"model": identity.name, "version": identity.version, "uri": model.uri, "warm_up": state.warm_up}
+        return JSONResponse({"ready": True, **found})
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        content, media_type = meter.exposition()
+        return Response(content, media_type=media_type)
+
+    return app
+
+
+def _dump(payload: Any) -> bytes:
+    from mlflow.utils.proto_json_utils import NumpyEncoder
+
+    return json.dumps(payload, cls=NumpyEncoder).encode()
+
+
+def _invocations(model: ServedModel, body: bytes, content_type: str) -> tuple[bytes, list[float] | None]:
+    data, params = parse_invocations(body, content_type, model)
+    output = predict(model, data, params)
+    return _dump({"predictions": jsonable(output)}), scores(output)
+
+
+def _predict_records(model: ServedModel, body: bytes) -> tuple[bytes, list[float] | None]:
+    import pandas as pd
+
+    records = parse_records(body)
+    frame = pd.DataFrame.from_records(records)
+    if model.columns:
+        # The signature's order and types, as /invocations' dataframe_records gets them from MLflow.
+        from mlflow.pyfunc import scoring_server
+
+        try:
+            frame = scoring_server.infer_and_parse_data(
+                {"dataframe_records": records},
+                model.input_schema,  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            raise PayloadError(f"cannot read the records as the model's input: {str(exc)[:300]}") from None
+    output = predict(model, frame, None)
+    scored = scores(output)
+    if scored is None:
+        raise PayloadError(
+            "the model's output has no single score per row (one column, a column named 'score', or two classes); "
+            "POST the rows to /invocations for its whole output",
+            422,
+        )
+    return _dump({"scores": scored}), scored
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (`mlgate.serve.app:app_from_env`): each worker builds its app from the settings.
+
+    A worker process of `--workers N` starts outside `mlgate.cli.main`, so it puts its own output
+    behind the redaction layer here."""
+    from mlgate import redaction
+
+    settings = Settings.from_env()
+    if not isinstance(sys.stdout, redaction.RedactingStream):
+        redaction.register_environment()
+        redaction.register_uri(settings.tracking_uri)
+        sys.stdout, sys.stderr = redaction.wrap(sys.stdout), redaction.wrap(sys.stderr)
+    return create_app(settings)

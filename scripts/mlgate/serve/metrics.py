@@ -1,0 +1,78 @@
+"""The Prometheus metrics of `mlgate serve`, labelled with the model's name and version.
+
+With several uvicorn workers each is its own process: prometheus-client's multiprocess mode (a
+folder in PROMETHEUS_MULTIPROC_DIR, set by `mlgate serve` before the workers start) sums them, so
+a scrape of any worker reports the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "mlgate_serve"
+# Seconds; a CPU model answers in milliseconds, a batch or a large model in up to seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Scores are read as probabilities; anything outside 0..1 falls in the first or the +Inf bucket.
+SCORE_BUCKETS = tuple(round(step * 0.05, 2) for step in range(21))
+
+
+class Metrics:
+    """Requests and errors by endpoint and status, request latency and scores, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        # In multiprocess mode values live in the folder's files and a scrape collects them afresh.
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        model = ["model", "version"]
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Prediction requests answered, by endpoint and HTTP status.",
+            [*model, "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Prediction requests answered with an error (HTTP status 4xx or 5xx), by endpoint and status.",
+            [*model, "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time from a prediction request's arrival to its answer, parsing and prediction included.",
+            [*model, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.scores = Histogram(
+            f"{PREFIX}_score",
+            "The scores the model returned, one observation per row.",
+            model,
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(
+        self, model: str, version: str, endpoint: str, status: int, seconds: float, scores: list[float] | None
+    ) -> None:
+        code = str(status)
+        self.requests.labels(model, version, endpoint, code).inc()
+        if status >= 400:
+            self.errors.labels(model, version, endpoint, code).inc()
+        self.latency.labels(model, version, endpoint).observe(seconds)
+        if scores:
+            histogram = self.scores.labels(model, version)
+            for score in scores:
+                histogram.observe(score)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text a scrape reads, and its content type."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

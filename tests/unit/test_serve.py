@@ -1,0 +1,315 @@
+"""`mlgate serve`: MLflow's payload formats answered as `mlflow models serve` answers them, /predict, readiness,
+the errors a client reads (a missing column, a model that raises), Prometheus metrics, JSON logs, and the
+real command on a loopback port: ready, answering, refusing a port in use, never ready for a URI that
+does not resolve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import modeltest_models
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from mlgate import cli
+from mlgate.serve import DEFAULT_HOST
+from mlgate.serve.app import Settings, create_app
+from modeltest_models import Logistic
+
+ROWS = pd.DataFrame({"amount": [12.5, 480.0, 3000.0], "velocity": [1.0, 4.0, 20.0]})
+READY_WITHIN_S = 120  # a bound for a stuck load, not a timing assertion
+
+
+@dataclass(frozen=True)
+class Store:
+    tracking_uri: str
+    expected: list[float]  # what the served model's predict returns for ROWS
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A sqlite MLflow store holding `fraud` v1 (@champion) and `fragile` v1, which raises above 100 rows."""
+    root = tmp_path_factory.mktemp("serve-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    output = Logistic().predict(None, ROWS)
+    signature = infer_signature(ROWS, output)
+    for name, model in (("fraud", Logistic()), ("fragile", Logistic(output="small-batches"))):
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                code_paths=[modeltest_models.__file__],
+                signature=signature,
+                input_example=ROWS.head(2),
+                pip_requirements=["mlflow"],
+            )
+        version = mlflow.register_model(info.model_uri, name)
+        client.set_registered_model_alias(name, "champion", version.version)
+    yield Store(uri, [float(score) for score in output["score"]])
+    mlflow.set_tracking_uri(previous)
+
+
+def wait_ready(client: TestClient) -> dict[str, Any]:
+    deadline = time.monotonic() + READY_WITHIN_S
+    while True:
+        answer = client.get("/ready")
+        body: dict[str, Any] = answer.json()
+        if answer.status_code == 200 or (body.get("reason", "").startswith("loading") is False):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served(store: Store) -> Iterator[TestClient]:
+    app = create_app(Settings("models:/fraud@champion", tracking_uri=store.tracking_uri))
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        yield client
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition, by name and exact labels."""
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            found = dict(pair.split("=", 1) for pair in line[len(name) + 1 : line.index("}")].split(","))
+            if {key: value.strip('"') for key, value in found.items()} == labels:
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+# --- /invocations: the formats of `mlflow models serve`, answered the same way ----------------------
+
+
+PAYLOADS = {
+    "dataframe_split": {"dataframe_split": ROWS.to_dict(orient="split")},
+    "dataframe_records": {"dataframe_records": ROWS.to_dict(orient="records")},
+    "instances": {"instances": ROWS.to_dict(orient="records")},
+    "inputs": {"inputs": ROWS.to_dict(orient="list")},
+}
+
+
+@pytest.mark.parametrize("form", sorted(PAYLOADS))
+def test_invocations_answers_each_mlflow_format_as_mlflow_models_serve_does(
+    served: TestClient, store: Store, form: str
+) -> None:
+    from mlflow.pyfunc import load_model, scoring_server
+
+    payload = PAYLOADS[form]
+    ours = served.post("/invocations", json=payload)
+    assert ours.status_code == 200, ours.text
+    assert [row["score"] for row in ours.json()["predictions"]] == pytest.approx(store.expected)
+    with TestClient(scoring_server.init(load_model("models:/fraud@champion"))) as mlflows:
+        theirs = mlflows.post("/invocations", json=payload)
+    assert theirs.status_code == 200, theirs.text
+    assert ours.json() == theirs.json()
+
+
+def test_invocations_reads_csv_like_mlflow(served: TestClient, store: Store) -> None:
+    answer = served.post("/invocations", content=ROWS.to_csv(index=False), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert [row["score"] for row in answer.json()["predictions"]] == pytest.approx(store.expected)
+
+
+def test_predict_takes_records_and_returns_scores(served: TestClient, store: Store) -> None:
+    answer = served.post("/predict", json=ROWS.to_dict(orient="records"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["scores"] == pytest.approx(store.expected)
+    wrapped = served.post("/predict", json={"records": ROWS.head(1).to_dict(orient="records")})
+    assert wrapped.json()["scores"] == pytest.approx(store.expected[:1])
+
+
+# --- the errors a client reads ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/invocations", {"dataframe_records": [{"amount": 10.0}]}),
+        ("/invocations", {"dataframe_split": {"columns": ["amount"], "data": [[10.0]]}}),
+        ("/predict", [{"amount": 10.0}]),
+    ],
+)
+def test_a_missing_column_is_a_400_naming_it(served: TestClient, path: str, payload: Any) -> None:
+    answer = served.post(path, json=payload)
+    assert answer.status_code == 400, answer.text
+    assert "missing column 'velocity'" in answer.json()["message"]
+    metrics = served.get("/metrics").text
+    labels = {"model": "fraud", "version": "1", "endpoint": path, "status": "400"}
+    assert metric(metrics, "mlgate_serve_errors_total", **labels) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [(b"{not json", "not valid JSON"), (b'{"rows": []}', "exactly one of the keys"), (b"[1, 2]", "JSON object")],
+)
+def test_a_malformed_body_is_a_400_that_says_what_is_wrong(served: TestClient, body: bytes, said: str) -> None:
+    answer = served.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert said in answer.json()["message"]
+
+
+def test_the_model_raising_is_a_500_counted_in_the_error_metric(store: Store) -> None:
+    app = create_app(Settings("models:/fragile/1", tracking_uri=store.tracking_uri))
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        rows = pd.concat([ROWS] * 40).to_dict(orient="records")  # 120 rows: `fragile` raises above 100
+        answer = client.post("/invocations", json={"dataframe_records": rows})
+        assert answer.status_code == 500, answer.text
+        assert "batches above 100 rows are not supported" in answer.json()["message"]
+        assert client.post("/invocations", json={"dataframe_records": rows[:3]}).status_code == 200
+        text = client.get("/metrics").text
+    labels = {"model": "fragile", "version": "1", "endpoint": "/invocations"}
+    assert metric(text, "mlgate_serve_errors_total", **labels, status="500") == 1.0
+    assert metric(text, "mlgate_serve_requests_total", **labels, status="500") == 1.0
+    assert metric(text, "mlgate_serve_requests_total", **labels, status="200") == 1.0
+    assert metric(text, "mlgate_serve_errors_total", **labels, status="200") is None
+
+
+# --- metrics and logs -------------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_latency_and_scores_by_model_and_version(served: TestClient, store: Store) -> None:
+    for _ in range(2):
+        assert served.post("/invocations", json=PAYLOADS["dataframe_split"]).status_code == 200
+    assert served.post("/predict", json=ROWS.head(1).to_dict(orient="records")).status_code == 200
+    text = served.get("/metrics").text
+    model = {"model": "fraud", "version": "1"}
+    assert metric(text, "mlgate_serve_requests_total", **model, endpoint="/invocations", status="200") == 2.0
+    assert metric(text, "mlgate_serve_requests_total", **model, endpoint="/predict", status="200") == 1.0
+    assert metric(text, "mlgate_serve_request_duration_seconds_count", **model, endpoint="/invocations") == 2.0
+    # Every row's score is observed once: 3 + 3 + 1.
+    assert metric(text, "mlgate_serve_score_count", **model) == 7.0
+    assert metric(text, "mlgate_serve_score_sum", **model) == pytest.approx(2 * sum(store.expected) + store.expected[0])
+    below_half = sum(score <= 0.5 for score in store.expected) * 2 + (store.expected[0] <= 0.5)
+    assert metric(text, "mlgate_serve_score_bucket", **model, le="0.5") == below_half
+
+
+def test_the_request_id_is_echoed_and_logged_with_version_latency_and_scores(
+    served: TestClient, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    given = served.post("/invocations", json=PAYLOADS["inputs"], headers={"X-Request-ID": "req-42"})
+    made = served.post("/predict", json=ROWS.to_dict(orient="records"))
+    assert given.headers["X-Request-ID"] == "req-42"
+    generated = made.headers["X-Request-ID"]
+    assert len(generated) == 32 and generated != "req-42"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    logged = {line["request_id"]: line for line in lines if line["event"] == "prediction"}
+    assert set(logged) == {"req-42", generated}
+    for line in logged.values():
+        assert (line["model"], line["version"], line["status"]) == ("fraud", "1", 200)
+        assert line["latency_ms"] > 0
+        assert line["scores"] == pytest.approx(store.expected)
+
+
+# --- readiness and the command -----------------------------------------------------------------------
+
+
+def test_a_uri_that_does_not_resolve_keeps_the_server_unready_and_says_why(store: Store) -> None:
+    app = create_app(Settings("models:/no-such-model@champion", tracking_uri=store.tracking_uri))
+    with TestClient(app) as client:
+        body = wait_ready(client)
+        assert client.get("/ready").status_code == 503
+        assert body["ready"] is False
+        assert "cannot load model models:/no-such-model@champion" in body["reason"], body
+        assert client.get("/health").status_code == 200  # alive, so an orchestrator sees "not ready", not "dead"
+        refused = client.post("/invocations", json=PAYLOADS["inputs"])
+        assert refused.status_code == 503
+        assert "models:/no-such-model@champion" in refused.json()["message"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_port_in_use_is_refused_naming_the_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["serve", "--model", "models:/fraud@champion", "--port", str(port)])
+    out = capsys.readouterr()
+    assert code == 3, out
+    assert f"port {port} on 127.0.0.1 is in use" in out.out + out.err
+    assert "hint: pass another --port" in out.err
+
+
+def test_the_server_listens_on_loopback_only_by_default() -> None:
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["serve", "--model", "models:/fraud@champion"])
+    assert args.host == DEFAULT_HOST == "127.0.0.1"
+    assert (args.port, args.workers) == (8080, 1)
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_mlgate_serve_becomes_ready_and_answers_as_the_model_predicts(store: Store, tmp_path: Path) -> None:
+    port = free_port()
+    mlgate = Path(sys.executable).parent / "mlgate"
+    log = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen(
+        [str(mlgate), "serve", "--model", "models:/fraud@champion", "--tracking-uri", store.tracking_uri,
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_WITHIN_S
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                status, body = _get(base + "/ready")
+            except (urllib.error.URLError, ConnectionError):
+                status, body = 0, {}
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        assert (body["model"], body["version"], body["warm_up"]) == ("fraud", "1", "input example")
+        request = urllib.request.Request(
+            base + "/invocations",
+            data=json.dumps(PAYLOADS["dataframe_split"]).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            predictions = json.loads(answer.read())["predictions"]
+        assert [row["score"] for row in predictions] == pytest.approx(store.expected)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    # SIGTERM is uvicorn's graceful shutdown: the application shuts down, then uvicorn re-raises the signal.
+    text = (tmp_path / "serve.log").read_text()
+    assert server.returncode in (0, -signal.SIGTERM), text
+    assert "Application shutdown complete" in text, text
