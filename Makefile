@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml setup/requirements.lock setup/requirements.extras setup
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	@command -v git >/dev/null || (apt-get update && apt-get install -y git)
+	@# nginx, the embedded traffic backend (`mlgate traffic`, tests/unit/test_traffic_nginx.py); mlgate runs its own
+	@# in a prefix folder on loopback. Debian's package is `nginx` (bookworm's nginx-light is it plus the echo module).
+	@command -v nginx >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nginx)
+	@# The Prometheus server the metric providers' test scrapes with (tests/unit/test_metrics_live.py); the test
+	@# starts its own on a loopback port. Without recommends: prometheus-node-exporter would listen on 0.0.0.0:9100.
+	@command -v prometheus >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo
 
 test: $(STAMP) test-example
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=15 tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
