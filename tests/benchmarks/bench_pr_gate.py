@@ -22,9 +22,14 @@ from tests.e2e.harness import ActResult, Workbench
 from tests.e2e.mlflow_server import MlflowServer
 
 # act prints e.g. "[ML pull request/ml-ci/lint] ✅  Success - Main mlgate lint [12.3s]"
-STEP = re.compile(
-    r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<secs>[\d.]+)(?P<unit>m?s)\]"
-)
+STEP = re.compile(r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<took>[\d.hms]+)\]")
+# act prints Go durations: 812.3ms, 12.5s, 1m35.2s (a step over a minute was skipped before this was read right)
+DURATION = re.compile(r"(?P<value>[\d.]+)(?P<unit>h|ms|m|s)")
+UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def seconds_of(took: str) -> float:
+    return sum(float(part["value"]) * UNIT_S[part["unit"]] for part in DURATION.finditer(took))
 
 
 def stages(result: ActResult) -> dict[str, float]:
@@ -33,7 +38,7 @@ def stages(result: ActResult) -> dict[str, float]:
         match = STEP.match(line.strip())
         if not match:
             continue
-        seconds = float(match["secs"]) / (1000.0 if match["unit"] == "ms" else 1.0)
+        seconds = seconds_of(match["took"])
         job = match["job"].rsplit("/", 1)[-1].strip()
         key = f"{job}: {match['step']}"
         found[key] = found.get(key, 0.0) + seconds

@@ -23,9 +23,16 @@ from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Workbench
 from tests.e2e.mlflow_server import MlflowServer
 
-STEP = re.compile(
-    r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<secs>[\d.]+)(?P<unit>m?s)\]"
-)
+STEP = re.compile(r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<took>[\d.hms]+)\]")
+# act prints Go durations: 812.3ms, 12.5s, 1m35.2s, 1h2m3s
+DURATION = re.compile(r"(?P<value>[\d.]+)(?P<unit>h|ms|m|s)")
+UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def seconds_of(took: str) -> float:
+    return sum(float(part["value"]) * UNIT_S[part["unit"]] for part in DURATION.finditer(took))
+
+
 JOBS = ("train", "test-model", "compress", "register", "staging", "production")
 TOP_LEVEL = ("Main actions/checkout@", "Main actions/setup-python@", "Main mlgate/mlgate/actions/")
 
@@ -39,7 +46,7 @@ def job_seconds(result: ActResult) -> dict[str, float]:
             continue
         job = match["job"].rsplit("/", 1)[-1].strip()
         if job in found:
-            found[job] += float(match["secs"]) / (1000.0 if match["unit"] == "ms" else 1.0)
+            found[job] += seconds_of(match["took"])
     return found
 
 
