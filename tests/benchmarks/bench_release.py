@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks.bench_pr_gate import STEP, seconds_of
 from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Workbench
 from tests.e2e.mlflow_server import MlflowServer
-
-STEP = re.compile(r"^\[(?P<job>[^\]]+)\]\s+(?:✅|❌)\s+(?:Success|Failure) - (?P<step>.+?) \[(?P<took>[\d.hms]+)\]")
-# act prints Go durations: 812.3ms, 12.5s, 1m35.2s, 1h2m3s
-DURATION = re.compile(r"(?P<value>[\d.]+)(?P<unit>h|ms|m|s)")
-UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def seconds_of(took: str) -> float:
-    return sum(float(part["value"]) * UNIT_S[part["unit"]] for part in DURATION.finditer(took))
-
 
 JOBS = ("train", "test-model", "compress", "register", "staging", "production")
 TOP_LEVEL = ("Main actions/checkout@", "Main actions/setup-python@", "Main mlgate/mlgate/actions/")
