@@ -21,11 +21,15 @@ $(STAMP): pyproject.toml setup/requirements.lock setup/requirements.extras setup
 	$(BIN)/python -m pip check
 	@command -v git >/dev/null || (apt-get update && apt-get install -y git)
 	@# nginx, the embedded traffic backend (`mlgate traffic`, tests/unit/test_traffic_nginx.py); mlgate runs its own
-	@# in a prefix folder on loopback. Debian's package is `nginx` (bookworm's nginx-light is it plus the echo module).
-	@command -v nginx >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nginx)
-	@# The Prometheus server the metric providers' test scrapes with (tests/unit/test_metrics_live.py); the test
-	@# starts its own on a loopback port. Without recommends: prometheus-node-exporter would listen on 0.0.0.0:9100.
-	@command -v prometheus >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	@# in a prefix folder on loopback. Debian's package is `nginx` (bookworm's nginx-light is it plus the echo module);
+	@# it starts a service on 0.0.0.0:80 where policy-rc.d allows it: stopped and disabled.
+	@command -v nginx >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nginx \
+	  && { systemctl disable --now nginx 2>/dev/null || service nginx stop 2>/dev/null || true; })
+	@# The Prometheus server the metric providers' test runs (tests/unit/test_metrics_live.py starts its own on a
+	@# loopback port). Debian's package starts a service on 0.0.0.0:9090 where policy-rc.d allows it: stopped and
+	@# disabled. Without recommends: prometheus-node-exporter would listen on 0.0.0.0:9100.
+	@command -v prometheus >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus \
+	  && { systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true; })
 	touch $(STAMP)
 
 venv: $(STAMP)

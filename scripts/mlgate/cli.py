@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ci": ("ci", "run the repository's workflows on this machine under act, with local stand-ins and MLflow"),
     "github": ("github", "set up the model repository on GitHub: deployment environment and required PR checks"),
     "serve": ("serve", "serve one MLflow model over HTTP: MLflow's /invocations, /predict, /ready, /metrics"),
+    "traffic": ("traffic", "split traffic between a stable and a canary model: up, set, status, down"),
 }
 
 

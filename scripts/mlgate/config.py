@@ -552,6 +552,78 @@ class RegistryConfig(_Model):
     )
 
 
+TRAFFIC_HEADER = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
+
+
+class NginxTrafficConfig(_Model):
+    """The embedded traffic backend: nginx, started by `mlgate traffic up` in a prefix folder of its own, on 127.0.0.1
+    only, in front of a stable and a canary `mlgate serve`."""
+
+    listen_port: int = Field(8080, ge=1, le=65535, description="Port nginx listens on (127.0.0.1 only).")
+    prefix: str = Field(
+        ".mlgate/traffic",
+        min_length=1,
+        description="nginx's prefix folder, relative to the project root: its config, pid, logs, temp folders and "
+        "the state file of the split (state.json). Keep it out of git (`.mlgate/` in .gitignore).",
+    )
+    split: Literal["request", "header"] = Field(
+        "request",
+        description="`request`: each request is routed on its own (split_clients on nginx's $request_id); "
+        "`header`: by the value of `header`, so one user always meets the same model (A/B tests); a request "
+        "without the header is routed on its own.",
+    )
+    header: str = Field(
+        "X-User-ID", pattern=TRAFFIC_HEADER, description="The request header of `split: header`, e.g. X-User-ID."
+    )
+    workers: int = Field(1, ge=1, le=64, description="nginx worker processes.")
+    max_body_mb: int = Field(
+        16, ge=1, le=1024, description="Largest request body in MB; bodies are kept in memory, never spooled to disk."
+    )
+    binary: str = Field("nginx", min_length=1, description="The nginx executable: a name looked up on PATH, or a path.")
+    ready_timeout_s: float = Field(
+        120, gt=0, le=3600, description="How long `mlgate traffic up` waits for both model servers' /ready."
+    )
+
+
+class CommandTrafficConfig(_Model):
+    """The `command` traffic backend: a command of yours applies the weights to any router (KServe, Istio, Argo
+    Rollouts)."""
+
+    run: str = Field(
+        min_length=1,
+        description="The command, split into words as a shell would (no shell runs it), run from the project root. "
+        "It gets the split as its last three arguments, `STABLE CANARY MIRROR` (e.g. `90 10 off`), and in "
+        "MLGATE_STABLE_WEIGHT, MLGATE_CANARY_WEIGHT and MLGATE_MIRROR (on/off); it must exit 0 once the router "
+        "has the weights, and applying the same weights twice must be harmless.",
+    )
+    timeout_s: float = Field(
+        120, gt=0, le=3600, description="Longest run of the command; past it, it is killed with its process group."
+    )
+    state_file: str = Field(
+        ".mlgate/traffic/command.json",
+        min_length=1,
+        description="Where the last split the command applied is recorded, relative to the project root.",
+    )
+
+
+class TrafficConfig(_Model):
+    """How requests reach the stable and the canary model: the embedded nginx, or a command of yours."""
+
+    backend: Literal["nginx", "command"] = Field(
+        "nginx",
+        description="`nginx`: mlgate runs nginx on loopback in front of two `mlgate serve` (`mlgate traffic up`); "
+        "`command`: `traffic.command.run` applies the weights to your router.",
+    )
+    nginx: NginxTrafficConfig = Field(default_factory=lambda: NginxTrafficConfig())
+    command: CommandTrafficConfig | None = Field(None, description="Needed by `backend: command`.")
+
+    @model_validator(mode="after")
+    def _command_needs_its_settings(self) -> TrafficConfig:
+        if self.backend == "command" and self.command is None:
+            raise ValueError("backend: command needs traffic.command.run, the command that applies the weights")
+        return self
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -566,6 +638,7 @@ class MlgateConfig(_Model):
         None, description="The compress gate (needs model_tests: its holdout, score and checks); absent: none."
     )
     registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
+    traffic: TrafficConfig = Field(default_factory=lambda: TrafficConfig())
 
 
 @dataclass

@@ -25,6 +25,7 @@ EXTRA_OF_COMMAND: dict[str, str] = {
     "registry": "train",
     "ci": "ci",
     "serve": "serve",
+    "traffic": "serve",  # `traffic up` starts two `mlgate serve`; set/status/down need only the core
 }
 
 # Top-level modules of the optional dependencies, by the extras that install them (tests check this

@@ -189,6 +189,13 @@ class Case:
 
 
 SQLITE = "sqlite:///{root}/mlflow.db"
+
+
+def traffic_hook(run: str) -> Make:
+    """The base project with `traffic.backend: command` running `run` (timeout 1 s)."""
+    return edit(LAST, LAST + f"\ntraffic: {{backend: command, command: {{run: {json.dumps(run)}, timeout_s: 1}}}}")
+
+
 TM = ("test-model", "--no-comment")
 CP = ("compress", "--no-comment")
 LAST = "performance: {metrics: {roc_auc: 0.4}}"  # the last line of BASE_CONFIG
@@ -448,6 +455,51 @@ CASES: list[Case] = [
         nothing,
         4,
         "127.0.0.1:9",
+    ),
+    # --- mlgate traffic ---
+    Case(
+        "traffic-weight-out-of-range",
+        ("traffic", "set", "--canary", "120"),
+        traffic_hook("true"),
+        3,
+        "canary weight 120",
+    ),
+    Case(
+        "traffic-weights-not-100",
+        ("traffic", "set", "--stable", "80", "--canary", "30"),
+        traffic_hook("true"),
+        3,
+        "sum to 110, not 100",
+    ),
+    Case(
+        "traffic-hook-fails",  # its output quotes the password: the message carries it, redacted
+        ("traffic", "set", "--canary", "10"),
+        traffic_hook("sh -c 'echo cannot patch, password $MLFLOW_TRACKING_PASSWORD; exit 7' set-weights"),
+        4,
+        "failed with exit code 7",
+    ),
+    Case(
+        "traffic-hook-hangs",
+        ("traffic", "set", "--canary", "10"),
+        traffic_hook("sh -c 'sleep 60' set-weights"),
+        4,
+        "did not finish within 1 s",
+    ),
+    Case("traffic-no-stack-up", ("traffic", "set", "--canary", "10"), nothing, 3, "no traffic stack is up"),
+    Case(
+        "traffic-nginx-missing",
+        ("traffic", "up", "--stable", "models:/m@champion", "--canary", "models:/m@challenger"),
+        nothing,
+        4,
+        "nginx is not installed",
+        env={"PATH": "/nonexistent"},
+    ),
+    Case(
+        "traffic-unknown-backend",
+        ("traffic", "status"),
+        edit(LAST, LAST + "\ntraffic: {backend: istio}"),
+        2,
+        "traffic.backend",
     ),
     # --- mlgate github setup ---
     Case(

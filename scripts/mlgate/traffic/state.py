@@ -1,0 +1,153 @@
+"""The traffic layer's files and processes: its JSON state file, a lock, loopback ports, and stopping by pid.
+
+A pid in a state file may outlive its process (a reboot, a crash) and be reused by another; every
+signal is sent only after /proc says the pid still runs the command mlgate started there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlgate.errors import InputError, ToolError
+
+LOOPBACK = "127.0.0.1"
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The state file's object, None when there is none; an unreadable one is a ToolError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ToolError(f"{path}: cannot read the traffic state file: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ToolError(
+            f"{path}: the traffic state file is not JSON ({exc.msg}, line {exc.lineno})",
+            hint="stop what it described (`mlgate traffic down` reads it too), delete the file, and start again",
+        ) from None
+    if not isinstance(data, dict):
+        raise ToolError(f"{path}: the traffic state file holds no JSON object", hint="delete it and start again")
+    return data
+
+
+def write_state(path: Path, data: dict[str, Any]) -> None:
+    """Replace the state file in one step: a reader sees the old state or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """One `mlgate traffic` change at a time per folder (two rollout steps must not reload each other's split)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def command_line(pid: int) -> str:
+    """The process's command line (NULs as spaces), or "" when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # our own child: reap it, so it stops being a zombie
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def runs(pid: int | None, *words: str) -> bool:
+    """Whether `pid` is alive and its command line holds each of `words`: the process mlgate started there."""
+    if not pid or not alive(pid):
+        return False
+    line = command_line(pid)
+    return all(word in line for word in words)
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_group(pid: int, *, first: signal.Signals, grace_s: float) -> bool:
+    """Send `first` to the process group `pid` leads, SIGKILL after `grace_s`; True when it ended gracefully."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, first)
+    if wait_gone(pid, grace_s):
+        graceful = True
+    else:
+        graceful = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_gone(pid, 10.0)
+    # Whatever else was in the group (uvicorn's or nginx's workers) goes with its leader.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    return graceful
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx binds: a TIME_WAIT port is free
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def require_free_port(port: int, where: str) -> None:
+    """An InputError naming the port when something already listens on it."""
+    if port_in_use(port):
+        raise InputError(
+            f"port {port} on {LOOPBACK} is in use by another process",
+            hint=f"set {where} (or pass --port) to a free port, or stop the process listening on it "
+            f"(`ss -ltnp 'sport = :{port}'`)",
+        )
