@@ -184,7 +184,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry another module left set
     experiment = client.create_experiment("toy", artifact_location=(root / "artifacts").as_uri())
     frame = pd.read_csv(data_dir / "holdout.csv").head(50)
     wide, narrow = ["amount", "velocity", "country"], ["amount", "velocity"]
