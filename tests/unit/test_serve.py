@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,44 @@ def test_metrics_count_requests_latency_and_scores_by_model_and_version(served: 
     assert metric(text, "mlgate_serve_score_sum", **model) == pytest.approx(2 * sum(store.expected) + store.expected[0])
     below_half = sum(score <= 0.5 for score in store.expected) * 2 + (store.expected[0] <= 0.5)
     assert metric(text, "mlgate_serve_score_bucket", **model, le="0.5") == below_half
+    assert metric(text, "mlgate_serve_batch_rows_sum", **model) == 7.0  # one request at a time: one call each
+    assert metric(text, "mlgate_serve_batch_rows_count", **model) == 3.0
+
+
+def test_concurrent_requests_batched_past_what_the_model_takes_are_each_answered(store: Store) -> None:
+    # `fragile` raises above 100 rows: 8 clients sending 45 rows at once make shared calls it refuses,
+    # and each request is then predicted alone, so every client still gets its own rows' scores.
+    app = create_app(Settings("models:/fragile/1", tracking_uri=store.tracking_uri))
+    rows = pd.concat([ROWS] * 15, ignore_index=True)
+    expected = pytest.approx(store.expected * 15)
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+
+        def ask(_: int) -> tuple[int, Any]:
+            answer = client.post("/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
+            return answer.status_code, answer.json()
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(32)))
+        text = client.get("/metrics").text
+    assert all(status == 200 for status, _ in answers), [body for status, body in answers if status != 200][:2]
+    assert all([row["score"] for row in body["predictions"]] == expected for _, body in answers)
+    model = {"model": "fragile", "version": "1"}
+    assert metric(text, "mlgate_serve_batch_rows_sum", **model) == 32 * 45.0  # the rows of the calls that answered
+    assert metric(text, "mlgate_serve_errors_total", **model, endpoint="/invocations", status="500") is None
+
+
+def test_without_batching_each_request_is_its_own_call(store: Store) -> None:
+    app = create_app(Settings("models:/fraud@champion", tracking_uri=store.tracking_uri, batch_max_rows=0))
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(
+                pool.map(lambda _: client.post("/invocations", json=PAYLOADS["dataframe_split"]).status_code, range(8))
+            )
+        text = client.get("/metrics").text
+    assert statuses == [200] * 8
+    assert metric(text, "mlgate_serve_batch_rows_count", model="fraud", version="1") is None  # no batcher at all
 
 
 def test_the_request_id_is_echoed_and_logged_with_version_latency_and_scores(

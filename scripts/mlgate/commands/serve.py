@@ -7,6 +7,7 @@ import sys
 
 from mlgate.cli import add_tracking_argument, env_default
 from mlgate.errors import InputError
+from mlgate.serve.batching import DEFAULT_MAX_ROWS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(env_default("workers", "1") or 1),
         help="uvicorn worker processes, each with its own copy of the model (default 1)",
     )
+    parser.add_argument(
+        "--batch-max-rows",
+        type=int,
+        default=int(env_default("batch-max-rows") or DEFAULT_MAX_ROWS),
+        help="most rows one model call gathers from requests that arrive while the model is busy (default 512; "
+        "0: predict each request alone, for a model whose answer for a row depends on the other rows)",
+    )
     add_tracking_argument(parser)
     parser.add_argument(
         "--name",
@@ -44,7 +52,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "no model to serve", hint="pass --model models:/<name>@<alias> (or a version, a run or a model id)"
         )
-    settings = Settings(model_uri=args.model, tracking_uri=args.tracking_uri, name=args.name)
+    if args.batch_max_rows < 0:
+        raise InputError(
+            f"--batch-max-rows {args.batch_max_rows} is negative", hint="pass 0 (no batching) or a number of rows"
+        )
+    settings = Settings(
+        model_uri=args.model, tracking_uri=args.tracking_uri, name=args.name, batch_max_rows=args.batch_max_rows
+    )
     listen = Listen(host=args.host, port=args.port, workers=args.workers)
     store = f" from {redact(args.tracking_uri)}" if args.tracking_uri else ""
     print(

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,9 +24,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mlgate.errors import MlgateError
+from mlgate.serve.batching import DEFAULT_MAX_ROWS, Batcher
 from mlgate.serve.metrics import Metrics
 from mlgate.serve.model import ServedModel, load, warm_up_input
-from mlgate.serve.payload import ModelError, PayloadError, jsonable, parse_invocations, parse_records, predict, scores
+from mlgate.serve.payload import (
+    ModelError,
+    PayloadError,
+    check_columns,
+    jsonable,
+    parse_invocations,
+    parse_records,
+    predict,
+    scores,
+)
 
 SETTINGS_ENV = "MLGATE_SERVE_SETTINGS"
 REQUEST_ID = "X-Request-ID"
@@ -39,6 +49,8 @@ class Settings:
     model_uri: str
     tracking_uri: str | None = None
     name: str | None = None
+    # Rows one model call may gather from concurrent requests (mlgate.serve.batching); 0: each request alone.
+    batch_max_rows: int = DEFAULT_MAX_ROWS
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -54,6 +66,7 @@ class State:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model: ServedModel | None = None
+        self.batcher: Batcher | None = None
         self.reason = f"loading {settings.model_uri}"
         self.warm_up = ""
         self.done = threading.Event()
@@ -70,7 +83,7 @@ def log(event: str, **fields: Any) -> None:
     print(line, file=sys.stdout, flush=True)
 
 
-def load_and_warm(state: State) -> None:
+def load_and_warm(state: State, batch_rows: Callable[[str, str, int], None]) -> None:
     settings = state.settings
     try:
         if settings.tracking_uri:
@@ -94,6 +107,11 @@ def load_and_warm(state: State) -> None:
         state.warm_up = "input example" if model.pyfunc.input_example is not None else "signature row"
         if example is None:
             state.warm_up = "none (the model has neither an input example nor a column signature)"
+        if settings.batch_max_rows > 0:
+            name, version = model.identity.name, model.identity.version
+            state.batcher = Batcher(
+                model, settings.batch_max_rows, observe=lambda rows: batch_rows(name, version, rows)
+            )
         state.model = model
         state.reason = ""
         log("ready", model=model.identity.name, version=model.identity.version, uri=model.uri, warm_up=state.warm_up)
@@ -121,7 +139,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A daemon thread: a load still hanging on a dead server does not hold up shutdown.
-        threading.Thread(target=load_and_warm, args=(state,), name="mlgate-serve-load", daemon=True).start()
+        loading = threading.Thread(
+            target=load_and_warm, args=(state, meter.observe_batch), name="mlgate-serve-load", daemon=True
+        )
+        loading.start()
         yield
 
     app = FastAPI(title="mlgate serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -140,9 +161,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             content_type = request.headers.get("content-type", "application/json")
             try:
                 if endpoint == "/invocations":
-                    content, scored = await run_in_threadpool(_invocations, model, body, content_type)
+                    data, params = await run_in_threadpool(parse_invocations, body, content_type, model)
                 else:
-                    content, scored = await run_in_threadpool(_predict_records, model, body)
+                    data, params = await run_in_threadpool(_records_frame, model, body), None
+                batcher = state.batcher
+                if batcher is not None and Batcher.accepts(data, params):
+                    check_columns(data, model)
+                    output = await batcher.predict(data)
+                else:
+                    output = await run_in_threadpool(predict, model, data, params)
+                content, scored = await run_in_threadpool(_answer, endpoint, output)
                 response = Response(content, 200, media_type="application/json", headers={REQUEST_ID: request_id})
             except PayloadError as exc:
                 response = _error(exc.status, exc.message, request_id)
@@ -194,30 +222,12 @@ def _dump(payload: Any) -> bytes:
     return json.dumps(payload, cls=NumpyEncoder).encode()
 
 
-def _invocations(model: ServedModel, body: bytes, content_type: str) -> tuple[bytes, list[float] | None]:
-    data, params = parse_invocations(body, content_type, model)
-    output = predict(model, data, params)
-    return _dump({"predictions": jsonable(output)}), scores(output)
-
-
-def _predict_records(model: ServedModel, body: bytes) -> tuple[bytes, list[float] | None]:
-    import pandas as pd
-
-    records = parse_records(body)
-    frame = pd.DataFrame.from_records(records)
-    if model.columns:
-        # The signature's order and types, as /invocations' dataframe_records gets them from MLflow.
-        from mlflow.pyfunc import scoring_server
-
-        try:
-            frame = scoring_server.infer_and_parse_data(
-                {"dataframe_records": records},
-                model.input_schema,  # type: ignore[arg-type]
-            )
-        except Exception as exc:
-            raise PayloadError(f"cannot read the records as the model's input: {str(exc)[:300]}") from None
-    output = predict(model, frame, None)
+def _answer(endpoint: str, output: Any) -> tuple[bytes, list[float] | None]:
+    """The body of a prediction's answer and its scores: MLflow's `{"predictions": ...}` for /invocations,
+    `{"scores": [...]}` for /predict (a 422 when the output has no single score per row)."""
     scored = scores(output)
+    if endpoint == "/invocations":
+        return _dump({"predictions": jsonable(output)}), scored
     if scored is None:
         raise PayloadError(
             "the model's output has no single score per row (one column, a column named 'score', or two classes); "
@@ -225,6 +235,25 @@ def _predict_records(model: ServedModel, body: bytes) -> tuple[bytes, list[float
             422,
         )
     return _dump({"scores": scored}), scored
+
+
+def _records_frame(model: ServedModel, body: bytes) -> Any:
+    """The rows of a /predict body as the model's input frame."""
+    import pandas as pd
+
+    records = parse_records(body)
+    if not model.columns:
+        return pd.DataFrame.from_records(records)
+    # The signature's order and types, as /invocations' dataframe_records gets them from MLflow.
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        return scoring_server.infer_and_parse_data(
+            {"dataframe_records": records},
+            model.input_schema,  # type: ignore[arg-type]
+        )
+    except Exception as exc:
+        raise PayloadError(f"cannot read the records as the model's input: {str(exc)[:300]}") from None
 
 
 def app_from_env() -> FastAPI:

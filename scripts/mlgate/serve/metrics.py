@@ -17,6 +17,8 @@ PREFIX = "mlgate_serve"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Scores are read as probabilities; anything outside 0..1 falls in the first or the +Inf bucket.
 SCORE_BUCKETS = tuple(round(step * 0.05, 2) for step in range(21))
+# Rows per model call: 1 for lone single-row requests, more as concurrent requests are batched.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
@@ -53,6 +55,13 @@ class Metrics:
             buckets=SCORE_BUCKETS,
             registry=self.registry,
         )
+        self.batch_rows = Histogram(
+            f"{PREFIX}_batch_rows",
+            "Rows per call of the model: requests that arrive while it is busy are predicted together.",
+            model,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe(
         self, model: str, version: str, endpoint: str, status: int, seconds: float, scores: list[float] | None
@@ -66,6 +75,9 @@ class Metrics:
             histogram = self.scores.labels(model, version)
             for score in scores:
                 histogram.observe(score)
+
+    def observe_batch(self, model: str, version: str, rows: int) -> None:
+        self.batch_rows.labels(model, version).observe(rows)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text a scrape reads, and its content type."""
