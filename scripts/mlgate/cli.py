@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "github": ("github", "set up the model repository on GitHub: deployment environment and required PR checks"),
     "serve": ("serve", "serve one MLflow model over HTTP: MLflow's /invocations, /predict, /ready, /metrics"),
     "traffic": ("traffic", "split traffic between a stable and a canary model: up, set, status, down"),
+    "rollout": ("rollout", "staged canary of a registered version against @champion: start, status, abort"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -624,6 +625,146 @@ class TrafficConfig(_Model):
         return self
 
 
+ROLLOUT_PROFILES: dict[str, dict[str, float]] = {
+    # Flagger's and Argo Rollouts' defaults are a 1-minute analysis interval and steps of several intervals.
+    "production": {"interval_s": 60.0, "bake_s": 300.0, "deadline_s": 1800.0},
+    # Seconds, for tests and demos on loopback with generated load.
+    "test": {"interval_s": 1.0, "bake_s": 4.0, "deadline_s": 30.0},
+}
+
+
+class RolloutMetricsConfig(_Model):
+    """Where the rollout reads both model servers' metrics."""
+
+    provider: Literal["scrape", "prometheus"] = Field(
+        "scrape",
+        description="`scrape`: read each server's /metrics at every analysis and take differences; `prometheus`: "
+        "PromQL over `prometheus_url`, on the series Prometheus scrapes from the servers.",
+    )
+    prometheus_url: str | None = Field(None, description="Prometheus' base URL, for `provider: prometheus`.")
+    scrape_interval_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="Prometheus' scrape interval (`provider: prometheus`); the analysis "
+        "interval must be at least twice as long for rate() to see two samples.",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=300, description="Longest wait for one read of one server's metrics.")
+    max_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Reads in a row that may fail (a server or Prometheus not answering) before "
+        "the step fails; fewer keep the step baking until its deadline.",
+    )
+    stable_url: str | None = Field(
+        None,
+        description="The stable server's base URL for `scrape` with `traffic.backend: command` (the nginx "
+        "backend knows its servers).",
+    )
+    canary_url: str | None = Field(None, description="The canary server's base URL, as `stable_url`.")
+
+    @model_validator(mode="after")
+    def _prometheus_needs_its_url(self) -> RolloutMetricsConfig:
+        if self.provider == "prometheus" and not self.prometheus_url:
+            raise ValueError("provider: prometheus needs prometheus_url, e.g. http://127.0.0.1:9090")
+        return self
+
+
+class RolloutThresholdsConfig(_Model):
+    """When the canary is judged harmful; see docs/rollout.md for each test."""
+
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Ceiling of the canary's error rate (hard guard, binomial test)."
+    )
+    max_p99_s: float = Field(1.0, gt=0, description="Budget of the canary's p99 latency in seconds (hard guard).")
+    min_samples: int = Field(
+        50, ge=1, description="Requests (and scores) each model must serve in a window before it can pass."
+    )
+    min_latency_quantile_samples: int = Field(
+        1000, ge=1, description="Requests a side before the p99s are compared rather than the medians."
+    )
+    max_error_increase: float = Field(
+        0.01, ge=0, le=1, description="Largest tolerated rise of the error rate over the stable model's."
+    )
+    max_latency_ratio: float = Field(
+        1.5, gt=1, description="Largest tolerated canary/stable latency ratio (medians; p99s with enough samples)."
+    )
+    max_psi: float = Field(0.2, gt=0, description="Largest tolerated PSI between the two models' score distributions.")
+    max_ks: float = Field(
+        0.15, gt=0, le=1, description="Largest tolerated KS distance between the score distributions."
+    )
+    false_alarm_budget: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Chance of rolling back a good canary over the whole rollout, spread over "
+        "steps, analyses and tests (Bonferroni).",
+    )
+
+
+class RolloutConfig(_Model):
+    """The staged canary of `mlgate rollout start`: the steps, how long each bakes, and what fails it."""
+
+    profile: Literal["production", "test"] = Field(
+        "production",
+        description="Defaults of interval_s, bake_s and deadline_s: `production` 60/300/1800 s, `test` 1/4/30 s.",
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [1, 5, 25, 100],
+        min_length=1,
+        description="The canary's share of the requests at each step, in percent: increasing, ending at 100.",
+    )
+    shadow: bool = Field(
+        False,
+        description="A shadow step first: nginx mirrors every request to the canary, whose answers are "
+        "thrown away, and the pairs are judged before the canary answers anyone (nginx backend only).",
+    )
+    interval_s: float | None = Field(None, gt=0, description="Seconds between analyses; default from the profile.")
+    bake_s: float | None = Field(
+        None, gt=0, description="Seconds each step must pass its analyses before the next; default from the profile."
+    )
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest a step may stay inconclusive (too few samples) before it fails; default from the profile.",
+    )
+    metrics: RolloutMetricsConfig = Field(default_factory=lambda: RolloutMetricsConfig())
+    thresholds: RolloutThresholdsConfig = Field(default_factory=lambda: RolloutThresholdsConfig())
+    state_dir: str = Field(
+        ".mlgate/rollout",
+        min_length=1,
+        description="Folder of the rollout's state (state.json, the lock) and decision record, relative to the "
+        "project root.",
+    )
+
+    def timing(self, key: str) -> float:
+        """interval_s, bake_s or deadline_s: the value given, else the profile's."""
+        given: float | None = getattr(self, key)
+        return given if given is not None else ROLLOUT_PROFILES[self.profile][key]
+
+    @model_validator(mode="after")
+    def _steps_and_times_fit(self) -> RolloutConfig:
+        steps = self.steps
+        if any(not 1 <= step <= 100 for step in steps):
+            raise ValueError(f"steps {steps}: each is the canary's percent, from 1 to 100")
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise ValueError(f"steps {steps} must increase (e.g. [1, 5, 25, 100])")
+        if steps[-1] != 100:
+            raise ValueError(f"steps {steps} must end at 100: the last step sends every request to the canary")
+        interval, bake, deadline = (self.timing(key) for key in ("interval_s", "bake_s", "deadline_s"))
+        if bake < interval:
+            raise ValueError(f"bake_s {bake:g} is shorter than interval_s {interval:g}: a step would end unanalysed")
+        if deadline < bake:
+            raise ValueError(f"deadline_s {deadline:g} is shorter than bake_s {bake:g}")
+        if self.metrics.provider == "prometheus" and interval < 2 * self.metrics.scrape_interval_s:
+            raise ValueError(
+                f"interval_s {interval:g} is shorter than twice metrics.scrape_interval_s "
+                f"{self.metrics.scrape_interval_s:g}: Prometheus would not have two samples per window"
+            )
+        return self
+
+
 class MlgateConfig(_Model):
     """The whole `mlgate.yaml`."""
 
@@ -639,6 +780,7 @@ class MlgateConfig(_Model):
     )
     registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
     traffic: TrafficConfig = Field(default_factory=lambda: TrafficConfig())
+    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig())
 
 
 @dataclass

@@ -26,6 +26,7 @@ EXTRA_OF_COMMAND: dict[str, str] = {
     "ci": "ci",
     "serve": "serve",
     "traffic": "serve",  # `traffic up` starts two `mlgate serve`; set/status/down need only the core
+    "rollout": "rollout",
 }
 
 # Top-level modules of the optional dependencies, by the extras that install them (tests check this
@@ -41,6 +42,10 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     ),
     "serve": frozenset(
         {"mlflow", "sqlalchemy", "alembic", "pandas", "numpy", "fastapi", "starlette", "uvicorn", "prometheus_client"}
+    ),
+    "rollout": frozenset(
+        {"mlflow", "sqlalchemy", "alembic", "pandas", "numpy", "fastapi", "starlette", "uvicorn", "prometheus_client"}
+        | {"scipy"}
     ),
 }
 

@@ -216,6 +216,10 @@ def agree(scraped: WindowMetrics, queried: WindowMetrics) -> None:
     assert [b.count for b in queried.scores.buckets] == pytest.approx(
         [b.count for b in scraped.scores.buckets], **close
     )
+    assert [bucket.le for bucket in queried.latency_buckets] == [bucket.le for bucket in scraped.latency_buckets]
+    assert [b.count for b in queried.latency_buckets] == pytest.approx(
+        [b.count for b in scraped.latency_buckets], **close
+    )
     assert (queried.restarted, scraped.restarted) == (False, False)
 
 

@@ -119,6 +119,7 @@ def test_two_scrapes_give_the_window_s_requests_errors_latency_and_scores() -> N
     assert window.latency.p50 == pytest.approx(0.01)
     assert window.latency.p95 == pytest.approx(0.01 + 0.09 * 0.9)
     assert window.latency.p99 == pytest.approx(0.01 + 0.09 * 0.98)
+    assert window.latency_buckets == (Bucket(0.01, 10), Bucket(0.1, 20), Bucket(math.inf, 20))
     # Scores: 6 at or below 0.5 and 18 between 0.5 and 1, summing to 12.
     assert window.scores.count == 24
     assert window.scores.mean == pytest.approx(0.5)
@@ -262,6 +263,22 @@ def test_the_scrape_provider_measures_between_its_own_scrapes(metrics_server: tu
     )
     second = provider.read(server, 10)  # the previous read opened this window
     assert (second.window_s, second.requests, second.errors) == (10.0, 1, 0)
+
+
+def test_a_read_that_does_not_advance_leaves_the_window_growing(metrics_server: tuple[str, type[Exposition]]) -> None:
+    url, handler = metrics_server
+    handler.texts += [
+        exposition(10, 0, 0, (10, 0, 0), (10, 0, 0), 2.0),
+        exposition(20, 5, 0, (25, 0, 0), (20, 0, 0), 4.0),
+        exposition(21, 5, 0, (26, 0, 0), (21, 0, 0), 4.5),
+    ]
+    server = ServerRef("fraud", "3", url)
+    ticks = iter([100.0, 160.0, 170.0])
+    provider = ScrapeProvider(clock=lambda: next(ticks))
+    provider.start(server)
+    assert provider.read(server, 60, advance=False).requests == 15
+    grown = provider.read(server, 70, advance=False)  # still from the start's scrape
+    assert (grown.window_s, grown.requests, grown.errors) == (70.0, 16, 5)
 
 
 def test_an_endpoint_that_disappears_is_an_error_naming_its_url(metrics_server: tuple[str, type[Exposition]]) -> None:

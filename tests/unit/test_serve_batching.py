@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import pytest
-from mlgate.serve.batching import Batcher, split
+from mlgate.serve.batching import SMALL_REQUEST_ROWS, Batcher, split
 from mlgate.serve.model import ServedModel
 from mlgate.serve.payload import ModelError, jsonable
 
@@ -154,3 +154,5 @@ def test_accepts_only_frames_without_params() -> None:
     assert not Batcher.accepts(frame, {"threshold": 0.5})
     assert not Batcher.accepts(frame.head(0), None)
     assert not Batcher.accepts(np.ones((2, 2)), None)
+    assert Batcher.accepts(frames(1, rows=SMALL_REQUEST_ROWS)[0], None)
+    assert not Batcher.accepts(frames(1, rows=SMALL_REQUEST_ROWS + 1)[0], None)  # large: predicted alone

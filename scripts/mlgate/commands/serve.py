@@ -7,7 +7,7 @@ import sys
 
 from mlgate.cli import add_tracking_argument, env_default
 from mlgate.errors import InputError
-from mlgate.serve.batching import DEFAULT_MAX_ROWS
+from mlgate.serve.batching import DEFAULT_MAX_ROWS, SMALL_REQUEST_ROWS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-max-rows",
         type=int,
         default=int(env_default("batch-max-rows") or DEFAULT_MAX_ROWS),
-        help="most rows one model call gathers from requests that arrive while the model is busy (default 512; "
-        "0: predict each request alone, for a model whose answer for a row depends on the other rows)",
+        help=f"most rows one model call gathers from small requests (up to {SMALL_REQUEST_ROWS} rows) that arrive "
+        f"while the model is busy (default {DEFAULT_MAX_ROWS}; 0: predict each request alone, for a model whose "
+        "answer for a row depends on the other rows)",
     )
     add_tracking_argument(parser)
     parser.add_argument(

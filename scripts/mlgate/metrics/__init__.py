@@ -100,6 +100,8 @@ class WindowMetrics:
     latency: Quantiles
     scores: Scores
     restarted: bool
+    # The latency histogram behind `latency` (cumulative, seconds), for rank tests; empty when not read.
+    latency_buckets: tuple[Bucket, ...] = ()
 
 
 def error_rate(errors: float, requests: float) -> float | None:
@@ -118,7 +120,10 @@ class MetricsProvider(Protocol):
 
     def start(self, server: ServerRef) -> None: ...
 
-    def read(self, server: ServerRef, window_s: float) -> WindowMetrics: ...
+    def read(self, server: ServerRef, window_s: float, *, advance: bool = True) -> WindowMetrics:
+        """The server's figures over the window; `advance=False` keeps the window's start where it was (scrape),
+        so the next read measures from the same start: a window that grows."""
+        ...
 
 
 PROVIDERS = ("scrape", "prometheus")

@@ -61,6 +61,7 @@ class Queries:
     errors: str
     server_errors: str
     latency: tuple[str, ...]
+    latency_buckets: str
     score_count: str
     score_sum: str
     score_buckets: str
@@ -77,6 +78,7 @@ def queries(server: ServerRef, window_s: float) -> Queries:
         latency=tuple(
             f"histogram_quantile({q}, sum by (le) (rate({LATENCY}_bucket{labels}{window})))" for q in QUANTILES
         ),
+        latency_buckets=f"sum by (le) (increase({LATENCY}_bucket{labels}{window}))",
         score_count=f"sum(increase({SCORE}_count{labels}{window}))",
         score_sum=f"sum(increase({SCORE}_sum{labels}{window}))",
         score_buckets=f"sum by (le) (increase({SCORE}_bucket{labels}{window}))",
@@ -101,20 +103,18 @@ class PrometheusProvider:
     def start(self, server: ServerRef) -> None:
         """Nothing to do: Prometheus keeps the history; `read` asks for the window that ends at its call."""
 
-    def read(self, server: ServerRef, window_s: float, at: float | None = None) -> WindowMetrics:
-        """The server's figures over the `window_s` seconds that end at `at` (a Unix time; default now)."""
+    def read(
+        self, server: ServerRef, window_s: float, at: float | None = None, *, advance: bool = True
+    ) -> WindowMetrics:
+        """The server's figures over the `window_s` seconds that end at `at` (a Unix time; default now).
+        `advance` means nothing here: the window is always the last `window_s` seconds."""
         asked = queries(server, window_s)
         when = time.time() if at is None else at
         requests = self.scalar(asked.requests, when) or 0.0
         errors = self.scalar(asked.errors, when) or 0.0
         score_count = self.scalar(asked.score_count, when) or 0.0
         score_sum = self.scalar(asked.score_sum, when) or 0.0
-        buckets = tuple(
-            sorted(
-                (Bucket(float(labels["le"]), value) for labels, value in self.vector(asked.score_buckets, when)),
-                key=lambda bucket: bucket.le,
-            )
-        )
+        buckets = self.buckets(asked.score_buckets, when)
         p50, p95, p99 = (self.scalar(query, when) for query in asked.latency)
         return WindowMetrics(
             server=server,
@@ -127,7 +127,13 @@ class PrometheusProvider:
             latency=Quantiles(p50, p95, p99),
             scores=Scores(score_count, score_sum / score_count if score_count > 0 else None, buckets),
             restarted=(self.scalar(asked.resets, when) or 0.0) > 0,
+            latency_buckets=self.buckets(asked.latency_buckets, when),
         )
+
+    def buckets(self, query: str, at: float) -> tuple[Bucket, ...]:
+        """A histogram's cumulative buckets, by bound, from a `sum by (le)` query."""
+        found = (Bucket(float(labels["le"]), value) for labels, value in self.vector(query, at))
+        return tuple(sorted(found, key=lambda bucket: bucket.le))
 
     def scalar(self, query: str, at: float) -> float | None:
         """The single value of an aggregated query; None when no series matched or the value is NaN."""

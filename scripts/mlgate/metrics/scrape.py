@@ -151,6 +151,7 @@ def measure(previous: Snapshot | None, current: Snapshot, server: ServerRef, pro
         latency=Quantiles(p50, p95, p99),
         scores=Scores(score_count, score_sum / score_count if score_count > 0 else None, _buckets(increases, SCORE)),
         restarted=restarted,
+        latency_buckets=latency,
     )
 
 
@@ -227,15 +228,17 @@ class ScrapeProvider:
         """Open a window: scrape now, so the next `read` measures from here."""
         self._previous[self._key(server)] = self.scrape(server)
 
-    def read(self, server: ServerRef, window_s: float | None = None) -> WindowMetrics:
-        """What the server did since the previous scrape of it (`start` or `read`); that scrape is then replaced.
+    def read(self, server: ServerRef, window_s: float | None = None, *, advance: bool = True) -> WindowMetrics:
+        """What the server did since the previous scrape of it (`start` or `read`); that scrape is then replaced,
+        unless `advance` is False (the window then keeps its start, and grows with each read).
 
         `window_s` is not used: the window is the time between the two scrapes, reported in the result.
         Without an earlier scrape the counts run from the server's start.
         """
         current = self.scrape(server)
         previous = self._previous.get(self._key(server))
-        self._previous[self._key(server)] = current
+        if advance or previous is None:
+            self._previous[self._key(server)] = current
         return measure(previous, current, server, self.name)
 
     @staticmethod

@@ -6,8 +6,9 @@ schema enforcement, a framework's dispatch) are paid once per batch instead of o
 waits for a batch to fill: a request that finds the model idle is predicted at once, so a lone client
 sees no added latency, and batches form only under concurrent load, where they raise throughput.
 
-A request joins a batch only where that cannot change its answer: a DataFrame without params, whose
-columns and dtypes match the others', and a model output with one row per input row to split back. If
+A request joins a batch only where that helps and cannot change its answer: a DataFrame of at most
+SMALL_REQUEST_ROWS rows without params, whose columns and dtypes match the others', and a model output with
+one row per input row to split back. A larger request is predicted alone, in the threadpool. If
 the batch's call raises, each request is predicted alone, so one request's bad value fails that request
 only and the error is counted against it.
 """
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
 
     from mlgate.serve.model import ServedModel
 
-DEFAULT_MAX_ROWS = 512
+DEFAULT_MAX_ROWS = 256
+# Larger requests already pay the per-call costs over many rows; they go to the model on their own, in
+# parallel with the batches (tests/benchmarks/bench_serve.py: batching 100-row requests cut throughput).
+SMALL_REQUEST_ROWS = 16
 
 
 @dataclass
@@ -70,7 +74,9 @@ class Batcher:
     def accepts(data: Any, params: dict[str, Any] | None) -> bool:
         import pandas as pd
 
-        return params is None and isinstance(data, pd.DataFrame) and len(data) > 0
+        if params is not None or not isinstance(data, pd.DataFrame):
+            return False
+        return 0 < len(data) <= SMALL_REQUEST_ROWS
 
     async def predict(self, frame: pd.DataFrame) -> Any:
         """The model's output for `frame` alone, predicted with whatever else is queued."""

@@ -1,0 +1,1 @@
+"""Staged canary rollouts."""

@@ -1,0 +1,104 @@
+"""The decision record of a rollout, read by people: the steps table and a Mermaid chart of weight and errors."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mlgate.gha import md_table
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100.0 * float(value):.2f}%"
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{1000.0 * float(value):.1f} ms"
+
+
+def timeline(record: dict[str, Any]) -> list[tuple[float, int, float | None]]:
+    """(seconds since the start, canary weight, canary error rate) at each analysis that read metrics."""
+    started = float(record.get("started_at") or 0)
+    points = []
+    for step in record.get("steps", []):
+        for analysis in step.get("analyses", []):
+            if "canary" in analysis:
+                points.append((float(analysis["at"]) - started, int(step["canary"]), analysis["canary"]["error_rate"]))
+    return points
+
+
+def mermaid(record: dict[str, Any]) -> str:
+    """An xychart of the canary's weight (bars) and error rate (line), both in percent, per analysis."""
+    points = timeline(record)
+    if not points:
+        return ""
+    labels = ", ".join(f'"{seconds:.0f}s"' for seconds, _, _ in points)
+    weights = ", ".join(str(weight) for _, weight, _ in points)
+    errors = ", ".join(f"{100.0 * (rate or 0.0):.2f}" for _, _, rate in points)
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            '    title "Canary weight (bars) and error rate (line), percent"',
+            f"    x-axis [{labels}]",
+            '    y-axis "percent" 0 --> 100',
+            f"    bar [{weights}]",
+            f"    line [{errors}]",
+            "```",
+        ]
+    )
+
+
+def markdown(record: dict[str, Any]) -> str:
+    canary, stable = record.get("canary") or {}, record.get("stable") or {}
+    outcome = record.get("outcome") or record.get("phase")
+    lines = [
+        f"### mlgate rollout: {outcome} · {canary.get('model')} v{canary.get('version')} "
+        f"against v{stable.get('version')}",
+        "",
+        f"- {record.get('reason') or 'running'}",
+        f"- false-alarm budget {record['plan']['false_alarm_budget']}, "
+        f"{record['plan']['alpha_per_test']:.2g} per test and look (Bonferroni)",
+        "",
+    ]
+    rows = []
+    for step in record.get("steps", []):
+        analyses = [analysis for analysis in step.get("analyses", []) if "canary" in analysis]
+        last = analyses[-1] if analyses else {}
+        rows.append(
+            [
+                step["name"],
+                str(step.get("verdict") or "running"),
+                str(len(step.get("analyses", []))),
+                f"{last.get('canary', {}).get('requests', 0):.0f} / {last.get('stable', {}).get('requests', 0):.0f}",
+                f"{_percent(last.get('canary', {}).get('error_rate'))} / "
+                f"{_percent(last.get('stable', {}).get('error_rate'))}",
+                f"{_ms(last.get('canary', {}).get('p99_s'))} / {_ms(last.get('stable', {}).get('p99_s'))}",
+                str(step.get("reason") or ""),
+            ]
+        )
+    lines.append(
+        md_table(
+            ["step", "verdict", "analyses", "requests canary / stable", "errors", "p99", "reason"],
+            rows,
+        )
+    )
+    chart = mermaid(record)
+    if chart:
+        lines += ["", chart]
+    return "\n".join(lines) + "\n"
+
+
+def status_text(record: dict[str, Any], split: str) -> str:
+    step = record.get("step") or {}
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(record.get("started_at") or 0)))
+    lines = [
+        f"rollout {record.get('id')}: {record.get('phase')} since {since}",
+        f"  canary {record['canary']['model']} v{record['canary']['version']} "
+        f"against stable v{record['stable']['version']}",
+        f"  step {step.get('name', '-')} of {', '.join(s['name'] for s in record['plan']['steps'])}",
+        f"  traffic: {split}",
+    ]
+    if record.get("reason"):
+        lines.append(f"  reason: {record['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""The challengers of the rollout tests: real pyfunc models, logged to MLflow, each harmful in its own way.
+
+`good` scores as the champion does; `erroring` raises on a call holding a row whose amount's hundredths are
+below 30 (the tests' load draws them uniformly: about 30 % of single-row requests); `slow` sleeps before
+every call; `shifted` adds 0.3 to every score and never errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+KINDS = ("good", "erroring", "slow", "shifted")
+
+
+class Challenger(PythonModel):  # type: ignore[misc]
+    def __init__(self, kind: str = "good", delay_s: float = 0.25, error_share: float = 0.3, shift: float = 0.3) -> None:
+        assert kind in KINDS, kind
+        self.kind = kind
+        self.delay_s = delay_s
+        self.error_share = error_share
+        self.shift = shift
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        amount = model_input["amount"].to_numpy(dtype=float)
+        if self.kind == "erroring":
+            hundredths = np.round(amount * 100).astype(int) % 100
+            if (hundredths < self.error_share * 100).any():
+                raise ValueError("cannot score this amount (a broken feature transform)")
+        if self.kind == "slow":
+            time.sleep(self.delay_s)
+        score = 1.0 / (1.0 + np.exp(-(amount - 500.0) / 200.0))
+        if self.kind == "shifted":
+            score = np.clip(score + self.shift, 0.0, 1.0)
+        return pd.DataFrame({"score": score})
