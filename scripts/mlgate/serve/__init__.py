@@ -8,9 +8,12 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlgate.errors import InputError
-from mlgate.serve.app import SETTINGS_ENV, Settings
+
+if TYPE_CHECKING:
+    from mlgate.serve.app import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -57,6 +60,7 @@ def serve(settings: Settings, listen: Listen) -> None:
     """Run the server until it is stopped (SIGINT or SIGTERM: uvicorn finishes the requests in flight first)."""
     import uvicorn
 
+    from mlgate.serve.app import SETTINGS_ENV
     from mlgate.serve.metrics import MULTIPROC_ENV
 
     if listen.workers < 1:
@@ -82,6 +86,16 @@ def serve(settings: Settings, listen: Listen) -> None:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop(MULTIPROC_ENV, None)
+
+
+def __getattr__(name: str) -> Any:
+    # `Settings` lives with the app (FastAPI); imported on first use, so `mlgate.serve.batching` and the CLI's
+    # parser load without the serve extra.
+    if name == "Settings":
+        from mlgate.serve.app import Settings
+
+        return Settings
+    raise AttributeError(name)
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Listen", "Settings", "check_port", "serve"]
