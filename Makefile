@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_registry.py --out bench-results/registry.json
 	$(BIN)/python tests/benchmarks/bench_release.py --out bench-results/release.json
 	$(BIN)/python tests/benchmarks/bench_serve.py --out bench-results/serve.json
+	$(BIN)/python tests/benchmarks/bench_rollout.py --out bench-results/rollout.json
 
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json

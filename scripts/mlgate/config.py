@@ -580,6 +580,13 @@ class NginxTrafficConfig(_Model):
     max_body_mb: int = Field(
         16, ge=1, le=1024, description="Largest request body in MB; bodies are kept in memory, never spooled to disk."
     )
+    client_keepalive: bool = Field(
+        False,
+        description="Keep client connections open between requests. Off (default): every request has its own "
+        "connection, so a weight change (a graceful reload, whose old workers close idle keep-alive connections) "
+        "loses no request; on: less latency per request, for clients that retry a request sent on a connection "
+        "the server closed.",
+    )
     binary: str = Field("nginx", min_length=1, description="The nginx executable: a name looked up on PATH, or a path.")
     ready_timeout_s: float = Field(
         120, gt=0, le=3600, description="How long `mlgate traffic up` waits for both model servers' /ready."

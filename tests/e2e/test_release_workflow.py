@@ -1,9 +1,11 @@
 """The example project's release workflow (ml-release.yml) under act, against the real MLflow server.
 
 Three pushes to main and one manual rollback, read back from the server: the first release becomes
-`@champion`; a second release that does not beat it is refused (aliases unchanged, the reason recorded)
-and the workflow fails; a better third one replaces it and the first becomes `@previous`; a dispatch with
-`rollback-to-version` brings the first back. act does not enforce environment protection rules (no
+`@champion` directly (no champion to run a canary against); a second release that does not beat it is
+refused before any traffic moves (aliases unchanged, the reason recorded) and the workflow fails; a better
+third one goes through the staged canary (nginx and both versions on the runner, locust load, the test
+profile's seconds) and replaces it, the first becoming `@previous`; a dispatch with `rollback-to-version`
+brings the first back. act does not enforce environment protection rules (no
 reviewer is asked); the approvals the audit records come from the GitHub API stand-in, as GitHub's
 `.../actions/runs/{id}/approvals` would answer after a reviewer approved.
 """
@@ -15,6 +17,7 @@ import re
 
 import yaml
 from mlflow import MlflowClient
+from mlgate.traffic.state import free_port
 
 from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Project, Workbench
@@ -22,6 +25,13 @@ from tests.e2e.mlflow_server import MlflowServer
 
 MODEL = "fraud-detection-e2e-release"
 NO_GPU = {"MLGATE_REQUIRE_GPU": "false"}  # the runner mapped to `gpu` is this host: train on its CPU
+# The canary on the runner itself: nginx and both versions on loopback, bounded locust load, seconds.
+CANARY = {
+    "MLGATE_CANARY_SERVE": "true",
+    "MLGATE_CANARY_LOAD": "locust -f load/locustfile.py --headless -u 4 -r 4 --run-time 3m --only-summary "
+    "--host $MLGATE_TRAFFIC_URL",
+    "MLGATE_ROLLOUT_PROFILE": "test",
+}
 
 
 def _job(result: ActResult, job: str, outcome: str) -> bool:
@@ -52,6 +62,9 @@ def test_two_releases_a_refused_one_and_a_rollback(
     config["model_tests"]["baseline"]["model"] = MODEL  # its own registered model on the shared server
     config["registry"] = {"promotion": {"guards": {"pr_auc": 0.05}}}
     config["compress"]["methods"] = ["onnx", "int8"]  # compression is tested in depth by the PR workflow
+    # Two steps, so the canary gets its samples within the test profile's seconds; nginx on a free port.
+    config["rollout"] = {"steps": [25, 100], "thresholds": {"min_samples": 40, "max_latency_ratio": 4.0}}
+    config["traffic"] = {"nginx": {"listen_port": free_port()}}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     project.git("commit", "-q", "-am", "release: own registered model")
     github_api.approve("production", "release-manager", "looks good")
@@ -87,9 +100,15 @@ def test_two_releases_a_refused_one_and_a_rollback(
     # 3. Every row, three epochs: better on the same rows (ROC AUC about 0.800 against 0.793, and the
     # project's own test of the recall on large frauds holds); it becomes champion, the first @previous.
     _push(project, {"epochs": 3, "lr": 0.003}, "train: all rows")
-    better = workbench.act(project, workflow="release.yml", event="push", github_api=github_api, variables=NO_GPU)
+    better = workbench.act(
+        project, workflow="release.yml", event="push", github_api=github_api, variables={**NO_GPU, **CANARY}
+    )
     assert better.returncode == 0, better.output[-8000:]
     assert _aliases(client) == {"challenger": "3", "champion": "3", "previous": "1"}
+    assert "mlgate rollout: step 25%: stable 75% / canary 25%" in better.output
+    assert "mlgate rollout: promoted version 3" in better.output
+    assert "load started" in better.output and "traffic down" in better.output
+    assert client.get_model_version(MODEL, "3").tags["mlgate.audit.rollout.decision"] == "promoted"
     assert "mlgate.compress.variant" not in client.get_model_version(MODEL, "3").tags  # the trained model itself
 
     # 4. Production goes back by hand, behind the same environment; the reason is recorded.
@@ -113,7 +132,7 @@ def test_two_releases_a_refused_one_and_a_rollback(
     assert trail == [
         ("register", "1", "registered"), ("promote", "1", "promoted"),
         ("register", "2", "registered"), ("promote", "2", "rejected"),
-        ("register", "3", "registered"), ("promote", "3", "promoted"),
+        ("register", "3", "registered"), ("promote", "3", "promoted"), ("rollout", "3", "promoted"),
         ("rollback", "1", "rolled-back"),
     ], trail  # fmt: skip
     promoted = runs[5].data.tags
@@ -122,5 +141,5 @@ def test_two_releases_a_refused_one_and_a_rollback(
     assert "/actions/runs/" in promoted["mlgate.audit.run_url"]
     compared = json.loads(promoted["mlgate.audit.evidence"])
     assert compared["metric"] == "roc_auc" and compared["candidate"]["roc_auc"] > compared["champion"]["roc_auc"]
-    assert "p95 latency doubled after v3" in runs[6].data.tags["mlgate.audit.reason"]
+    assert "p95 latency doubled after v3" in runs[7].data.tags["mlgate.audit.reason"]
     assert "does not beat the champion" in runs[3].data.tags["mlgate.audit.reason"]

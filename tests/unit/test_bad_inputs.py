@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -500,6 +501,61 @@ CASES: list[Case] = [
         edit(LAST, LAST + "\ntraffic: {backend: istio}"),
         2,
         "traffic.backend",
+    ),
+    # --- mlgate rollout ---
+    Case(
+        "rollout-steps-not-increasing",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {steps: [5, 1, 100]}"),
+        2,
+        "must increase",
+    ),
+    Case(
+        "rollout-step-over-100",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {steps: [50, 120]}"),
+        2,
+        "each is the canary's percent, from 1 to 100",
+    ),
+    Case(
+        "rollout-bake-below-interval",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {interval_s: 10, bake_s: 5}"),
+        2,
+        "bake_s 5 is shorter than interval_s 10",
+    ),
+    Case(
+        "rollout-threshold-out-of-domain",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {thresholds: {max_error_rate: 1.5}}"),
+        2,
+        "max_error_rate",
+    ),
+    Case(
+        "rollout-second-while-running",
+        ("rollout", "start", "--version", "2", "--tracking-uri", SQLITE),
+        write(
+            ".mlgate/rollout/state.json",
+            json.dumps(
+                {
+                    "id": "f1rst",
+                    "phase": "running",
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "canary": {"model": "fraud", "version": "1"},
+                    "step": {"name": "5%"},
+                }
+            ),
+        ),
+        3,
+        "a rollout is already running: rollout f1rst of fraud version 1",
+    ),
+    Case(
+        "rollout-no-registered-model",
+        ("rollout", "start", "--tracking-uri", SQLITE),
+        nothing,
+        3,
+        "registered model",
     ),
     # --- mlgate github setup ---
     Case(

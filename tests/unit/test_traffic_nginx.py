@@ -1,11 +1,12 @@
 """`mlgate traffic` with real nginx in front of two real `mlgate serve` on loopback: the observed split of each
-weight within a binomial bound, reloads under load that fail no request, a config nginx refuses leaving the
+weight within a binomial bound, reloads under locust load that fail no request, a config nginx refuses leaving the
 old split serving, a mirror whose copies reach the canary and never the client, a sticky header split, and
 `up`'s refusals (a port in use, a model that does not resolve). The servers count what they answered in
 their own /metrics, so the split is measured where the requests land, not where nginx says it sent them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -15,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +46,7 @@ from mlgate.traffic.state import alive, command_line, port_in_use, read_state  #
 from modeltest_models import Logistic  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"
+LOCUST = Path(sys.executable).parent / "locust"
 ROW = pd.DataFrame({"amount": [480.0], "velocity": [4.0]})
 BODY = json.dumps({"dataframe_split": ROW.to_dict(orient="split")}).encode()
 UP_TIMEOUT_S = 240  # a bound for a stuck start, not a timing assertion
@@ -248,39 +249,86 @@ def test_setting_the_split_in_force_again_changes_nothing(stack: Stack) -> None:
 # --- reloads, refusals ----------------------------------------------------------------------------------------
 
 
-def test_ten_reloads_under_load_fail_no_request(stack: Stack) -> None:
+# A locust user that POSTs the module's one-row prediction back to back; an answer counts as failed unless it is
+# a 200 with predictions from one of the two upstreams. It asks for keep-alive, as locust does by default: the
+# stack's nginx answers each request with `Connection: close` (traffic.nginx.client_keepalive: false), because a
+# reload makes the old workers close their idle keep-alive connections and a POST sent on one as it closes would
+# fail unanswered (HTTPConnectionClosed: 3 to 8 in 1,300 requests here with keep-alive on).
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+BODY = {body!r}
+
+
+class Predictor(FastHttpUser):
+    wait_time = constant(0)
+    network_timeout = 30.0
+    connection_timeout = 30.0
+
+    @task
+    def invocations(self):
+        headers = {{"Content-Type": "application/json"}}
+        with self.client.post("/invocations", data=BODY, headers=headers, catch_response=True) as answer:
+            upstream = answer.headers.get("X-Mlgate-Upstream") if answer.headers else None
+            if answer.status_code != 200:
+                answer.failure(f"HTTP {{answer.status_code}} from {{upstream}}: {{getattr(answer, 'error', None)!r}}")
+            elif b'"predictions"' not in (answer.content or b"") or upstream not in ("stable", "canary"):
+                answer.failure(f"a 200 without predictions or upstream ({{upstream}})")
+            else:
+                answer.success()
+"""
+LOCUST_RUN_TIME_S = 60  # a bound for a stuck run: the test stops locust once the reloads are done
+LOCUST_USERS = 6
+
+
+def locust_summary(prefix: Path) -> tuple[int, int, list[dict[str, str]]]:
+    """(requests, failures) of locust's Aggregated row in PREFIX_stats.csv, and the rows of PREFIX_failures.csv."""
+    with (prefix.parent / f"{prefix.name}_stats.csv").open(encoding="utf-8", newline="") as handle:
+        total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+    with (prefix.parent / f"{prefix.name}_failures.csv").open(encoding="utf-8", newline="") as handle:
+        failures = list(csv.DictReader(handle))
+    return int(total["Request Count"]), int(total["Failure Count"]), failures
+
+
+def test_ten_reloads_under_locust_load_fail_no_request(stack: Stack, tmp_path: Path) -> None:
     backend = stack.backend()
     backend.apply(Split(90, 10))
-    stop = threading.Event()
-    results: list[tuple[int, str, str, float | None]] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        for _ in range(150):  # bounded, whatever happens to the reloads
-            if stop.is_set():
-                return
-            outcome = post(stack.port)
-            with lock:
-                results.append(outcome)
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for thread in threads:
-        thread.start()
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(LOCUSTFILE.format(body=BODY), encoding="utf-8")
+    prefix, output = tmp_path / "load", tmp_path / "locust.log"
+    before = answered(stack, "stable")
+    argv = [
+        str(LOCUST), "-f", str(locustfile), "--headless", "-u", str(LOCUST_USERS), "-r", str(LOCUST_USERS),
+        "--run-time", f"{LOCUST_RUN_TIME_S}s", "--stop-timeout", "10", "--host", f"http://127.0.0.1:{stack.port}",
+        "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
+    ]  # fmt: skip
+    with output.open("wb") as sink:
+        # Its own process group, so the finally below ends it and its greenlets' sockets whatever happens.
+        locust = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     applied = []
     try:
-        while len(results) < 20:
-            time.sleep(0.01)
+        # The stable server always takes a share of the load (and never a mirror copy): its counter shows the
+        # load has arrived, and how much of it landed while the reloads ran.
+        arrived = wait_for(lambda: answered(stack, "stable") - before >= 20 or locust.poll() is not None, 60.0)
+        assert arrived and locust.poll() is None, "locust sent no load: " + output.read_text(errors="replace")[-2000:]
+        first = answered(stack, "stable")
         for step in range(10):
             applied.append(backend.apply(Split(90, 10) if step % 2 else Split(60, 40, mirror=step % 4 == 0)))
-        during = len(results)
+        last = answered(stack, "stable")
+        time.sleep(1.5)  # locust rewrites its CSV files each second: they then hold every request of the reloads
+        locust.send_signal(signal.SIGTERM)  # a graceful stop: its users finish their requests, it writes its summary
+        code = locust.wait(timeout=60)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
-    failed = [outcome for outcome in results if outcome[0] != 200]
+        if locust.poll() is None:
+            os.killpg(locust.pid, signal.SIGKILL)
+            locust.wait()
+    log = output.read_text(errors="replace")
+    requests, failures, failed = locust_summary(prefix)
     assert all(step.changed for step in applied)
-    assert during > 20 + 10, "the reloads did not happen under load"
-    assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    assert last - first >= 10, f"the reloads did not happen under load: {last - first} answers during them"
+    assert requests >= last - before > 0, (requests, last - before)  # locust counted what the servers answered
+    assert (failures, failed) == (0, []), f"{failures} of {requests} requests failed: {failed[:5]}"
+    assert code == 0, f"locust exited with {code} (a failure or an error in its users): {log[-2000:]}"
 
 
 def test_a_config_nginx_refuses_leaves_the_old_split_serving(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,8 @@ from mlgate.errors import GateFailed, InputError
 
 if TYPE_CHECKING:
     from mlgate.metrics import ServerRef
-    from mlgate.registry import Registry
+    from mlgate.registry import Decision, Registry
+    from mlgate.registry.audit import Who
     from mlgate.rollout.controller import RolloutState
     from mlgate.traffic import TrafficBackend
 
@@ -50,6 +53,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reason", default=env_default("reason") or "aborted by hand", help="abort: why, for the record"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("production", "test"),
+        default=env_default("profile"),
+        help="start: the timing profile, overriding rollout.profile (test: seconds, for tests and demos)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        default=(env_default("serve") or "").lower() == "true",
+        help="start: bring up the local nginx stack for the rollout (@champion stable, the version as canary) "
+        "and take it down after; for CI runners and demos, where nothing else serves the models",
+    )
+    parser.add_argument(
+        "--load",
+        default=env_default("load"),
+        help="start: a command that sends requests during the rollout (e.g. a headless locust run, bounded), "
+        "started once the servers are up with MLGATE_TRAFFIC_URL set, and stopped at the end",
+    )
+    parser.add_argument(
+        "--first-release",
+        choices=("fail", "promote"),
+        default=env_default("first-release") or "fail",
+        help="start, with no @champion yet: `promote` the version through the registry gate directly (there is "
+        "nothing to compare a canary with), or `fail` (default)",
+    )
+    parser.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="abort: only a rollout whose controller is gone (a cleanup step's guard: a live one is left alone)",
     )
     parser.add_argument("--json", action="store_true", help="status: print JSON")
 
@@ -145,18 +179,12 @@ def _finish(args: argparse.Namespace, loaded: LoadedConfig, registry: Registry, 
 
 
 def _start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from mlgate.metrics import open_provider
-    from mlgate.registry import CHALLENGER
+    from mlgate.registry import CHALLENGER, Decision
     from mlgate.registry.audit import Who
-    from mlgate.registry.operations import promote
-    from mlgate.rollout.analysis import Thresholds
-    from mlgate.rollout.controller import Controller, Plan
-    from mlgate.traffic import backend_for
-
-    settings = loaded.model.rollout
-    state = _state(loaded)
+    from mlgate.registry.operations import judge, promote
     from mlgate.rollout.controller import refuse_if_running
 
+    state = _state(loaded)
     refuse_if_running(state.read(), state.path)  # before anything is read or moved
     registry = _registry(args)
     registry.require()
@@ -167,15 +195,128 @@ def _start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             f"{registry.name} has no @{CHALLENGER} to roll out",
             hint="register a release first (mlgate registry register), or name the version: --version N",
         )
-    registry.version(canary)  # exists, or an InputError naming it
+    challenger = registry.version(canary)  # exists, or an InputError naming it
     stable = aliases.get(registry.champion)
+    who = Who.from_env(args.environment)
     if stable is None:
-        raise InputError(
-            f"{registry.name} has no @{registry.champion}: a canary needs a stable model to compare with",
-            hint=f"promote the first version directly: mlgate registry promote --version {canary}",
-        )
+        if args.first_release != "promote":
+            raise InputError(
+                f"{registry.name} has no @{registry.champion}: a canary needs a stable model to compare with",
+                hint=f"promote the first version directly: mlgate registry promote --version {canary} "
+                "(or pass --first-release promote)",
+            )
+        decision = promote(loaded, registry, who, version=canary)
+        return _promoted_directly(decision, canary)
     if stable == canary:
         raise InputError(f"version {canary} is @{registry.champion} already: nothing to roll out")
+    # The promotion rule first: a release it would refuse never meets production traffic.
+    allowed, why, evidence = judge(loaded, challenger, stable)
+    if not allowed:
+        refused = Decision("promote", registry.name, canary, "rejected", why, aliases, aliases, evidence)
+        registry.record(refused, who)
+        gha.set_outputs({"outcome": "rejected", "decision": "rejected", "version": canary, "reason": why})
+        raise GateFailed(
+            f"version {canary} not promoted, so not rolled out: {why}",
+            hint="traffic and the registry are unchanged; see registry.promotion in mlgate.yaml",
+        )
+    if args.serve:
+        with _local_stack(loaded, args, registry.name, stable, canary) as url, _load(args.load, loaded.root, url):
+            return _canary(args, loaded, registry, who, stable, canary)
+    if args.load:
+        with _load(args.load, loaded.root, None):
+            return _canary(args, loaded, registry, who, stable, canary)
+    return _canary(args, loaded, registry, who, stable, canary)
+
+
+def _promoted_directly(decision: Decision, version: str) -> int:
+    print(f"mlgate rollout: no champion yet: {decision.decision}: {decision.reason}", flush=True)
+    gha.set_outputs(
+        {"outcome": decision.decision, "decision": decision.decision, "version": version, "reason": decision.reason}
+    )
+    if decision.decision == "rejected":
+        raise GateFailed(f"version {version} not promoted: {decision.reason}")
+    return 0
+
+
+@contextmanager
+def _local_stack(loaded: LoadedConfig, args: argparse.Namespace, name: str, stable: str, canary: str) -> Iterator[str]:
+    """The nginx stack for this rollout only: up with both versions, down (and its ports freed) after."""
+    from mlgate.traffic import Split
+    from mlgate.traffic.nginx import Layout, Proxy, prefix_folder
+    from mlgate.traffic.stack import down, serving_python, up
+
+    traffic = loaded.model.traffic
+    if traffic.backend != "nginx":
+        raise InputError(
+            f"--serve brings up the local nginx stack, and mlgate.yaml sets traffic.backend: {traffic.backend}",
+            hint="drop --serve: with the command backend your platform serves both models",
+        )
+    settings = traffic.nginx
+    layout = Layout(prefix_folder(settings.prefix, loaded.root))
+    proxy = Proxy.from_config(settings)
+    found = up(
+        binary=settings.binary, layout=layout, proxy=proxy,
+        models={"stable": f"models:/{name}/{stable}", "canary": f"models:/{name}/{canary}"},
+        split=Split(100, 0), tracking_uri=args.tracking_uri, ready_timeout_s=settings.ready_timeout_s,
+        python=serving_python(loaded),
+    )  # fmt: skip
+    print(f"mlgate rollout: local stack up on {found.url}", flush=True)
+    try:
+        yield found.url
+    finally:
+        for line in down(layout):
+            print(f"mlgate rollout: traffic down: {line}", flush=True)
+
+
+@contextmanager
+def _load(command: str | None, root: Path, url: str | None) -> Iterator[None]:
+    """The load command running in its own process group for the rollout's duration, then stopped."""
+    if not command:
+        yield
+        return
+    import os
+    import shlex
+    import signal
+    import subprocess
+
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InputError(f"--load {command!r} does not split into words: {exc}") from None
+    env = dict(os.environ)
+    if url:
+        env["MLGATE_TRAFFIC_URL"] = url
+        # No shell runs the command: its $MLGATE_TRAFFIC_URL is filled in here.
+        argv = [word.replace("${MLGATE_TRAFFIC_URL}", url).replace("$MLGATE_TRAFFIC_URL", url) for word in argv]
+    try:
+        process = subprocess.Popen(argv, cwd=root, env=env, start_new_session=True)
+    except OSError as exc:
+        raise InputError(f"the load command {argv[0]!r} cannot start: {exc.strerror}") from None
+    print(f"mlgate rollout: load started (pid {process.pid}): {command}", flush=True)
+    try:
+        yield
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _canary(
+    args: argparse.Namespace, loaded: LoadedConfig, registry: Registry, who: Who, stable: str, canary: str
+) -> int:
+    from mlgate.metrics import open_provider
+    from mlgate.registry.operations import promote
+    from mlgate.rollout.analysis import Thresholds
+    from mlgate.rollout.controller import Controller, Plan
+
+    settings = loaded.model.rollout
+    if args.profile:
+        settings = settings.model_copy(update={"profile": args.profile})
+    state = _state(loaded)
     stable_ref, canary_ref = _servers(loaded, registry.name, stable, canary)
     metrics = settings.metrics
     provider = open_provider(metrics.provider, metrics.prometheus_url, metrics.timeout_s)
@@ -194,7 +335,7 @@ def _start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         raise InputError(
             "rollout.shadow needs the nginx traffic backend (its mirror)", hint="set rollout.shadow: false"
         )
-    who = Who.from_env(args.environment)
+    from mlgate.traffic import backend_for
 
     def promote_it() -> tuple[bool, str]:
         decision = promote(loaded, registry, who, version=canary)
@@ -219,7 +360,11 @@ def _start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         flush=True,
     )
     record = controller.start()
-    gha.set_outputs({"outcome": record["outcome"], "rollout-id": record["id"], "version": canary})
+    decision = "promoted" if record["outcome"] == "promoted" else "rolled-back"
+    gha.set_outputs(
+        {"outcome": record["outcome"], "decision": decision, "rollout-id": record["id"], "version": canary,
+         "reason": record["reason"], "record": str(state.record_path(record["id"]).resolve())}
+    )  # fmt: skip
     if record["outcome"] != "promoted":
         raise GateFailed(
             f"rollout of version {canary} {record['outcome']}: {record['reason']}",
@@ -239,15 +384,19 @@ def run(args: argparse.Namespace) -> int:
     state = _state(loaded)
     backend: TrafficBackend = backend_for(loaded.model.traffic, loaded.root)
     if args.operation == "abort":
-        from mlgate.rollout.controller import ABORTED, abort
+        from mlgate.rollout.controller import ABORTED, RUNNING, abort, controller_alive
 
+        running = state.read()
+        if args.stale_only and not (
+            running is not None and running.get("phase") == RUNNING and not controller_alive(running)
+        ):
+            print("mlgate rollout abort: no rollout left behind by a stopped controller; nothing to do")
+            return 0
         done = abort(state, backend, args.reason)
         print(f"mlgate rollout abort: {done}")
         current = state.read()
         # A controller that died leaves its record unclosed in the registry: close it from here.
         if current is not None and current.get("phase") == ABORTED and "audit_run_id" not in current:
-            from mlgate.rollout.controller import controller_alive
-
             if not controller_alive({**current, "phase": "running"}) and args.tracking_uri:
                 _finish(args, loaded, _registry(args), state)(current)
                 state.write(current)

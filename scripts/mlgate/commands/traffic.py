@@ -143,7 +143,12 @@ def _up(args: argparse.Namespace, config: TrafficConfig, root: Path) -> int:
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port", hint="pass a port between 1 and 65535")
     split = Split.of(canary=args.weight, mirror=bool(args.mirror), base=None)
-    proxy = Proxy(port, settings.split, settings.header, settings.workers, settings.max_body_mb)
+    proxy = Proxy.from_config(settings, port)
+    python = None
+    if Path(args.config).exists():  # the models run in the project's environment, where it declares one
+        from mlgate.traffic.stack import serving_python
+
+        python = serving_python(load_config(args.config))
     found = up(
         binary=settings.binary,
         layout=Layout(prefix_folder(settings.prefix, root)),
@@ -152,6 +157,7 @@ def _up(args: argparse.Namespace, config: TrafficConfig, root: Path) -> int:
         split=split,
         tracking_uri=args.tracking_uri,
         ready_timeout_s=settings.ready_timeout_s,
+        python=python,
     )
     print(render_status(found))
     gha.set_outputs({"url": found.url, "stable-weight": split.stable, "canary-weight": split.canary})

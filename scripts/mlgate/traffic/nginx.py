@@ -99,6 +99,9 @@ class Proxy:
     header: str = "X-User-ID"
     workers: int = 1
     max_body_mb: int = 16
+    # Off: a reload's old workers close idle keep-alive connections, and a request a client sends on one at
+    # that instant is lost; one connection per request makes every switch lose none.
+    client_keepalive: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,7 +110,20 @@ class Proxy:
             "header": self.header,
             "workers": self.workers,
             "max_body_mb": self.max_body_mb,
+            "client_keepalive": self.client_keepalive,
         }
+
+    @classmethod
+    def from_config(cls, settings: NginxTrafficConfig, port: int | None = None) -> Proxy:
+        """The proxy `traffic.nginx` declares, listening on `port` when given."""
+        return cls(
+            settings.listen_port if port is None else port,
+            settings.split,
+            settings.header,
+            settings.workers,
+            settings.max_body_mb,
+            settings.client_keepalive,
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Proxy:
@@ -117,6 +133,7 @@ class Proxy:
             str(data["header"]),
             int(data["workers"]),
             int(data["max_body_mb"]),
+            bool(data.get("client_keepalive", False)),
         )
 
 
@@ -191,6 +208,7 @@ http {{
 {key_map}{route}
     server {{
         listen {LOOPBACK}:{proxy.listen_port};
+        keepalive_timeout {"75s" if proxy.client_keepalive else "0"};
 
         location / {{
 {mirror}            proxy_pass http://$mlgate_upstream;

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlgate.config import LoadedConfig
 from mlgate.errors import InputError, ToolError
 from mlgate.traffic import Split
 from mlgate.traffic.nginx import LOOPBACK_HTTP, Layout, Proxy, find_nginx, served_generation, start
@@ -112,12 +113,22 @@ def readiness(port: int) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def _spawn_server(role: str, uri: str, port: int, log: Path, tracking_uri: str | None) -> subprocess.Popen[bytes]:
+def _spawn_server(
+    role: str, uri: str, port: int, log: Path, tracking_uri: str | None, python: Path | None
+) -> subprocess.Popen[bytes]:
+    """`mlgate serve` for one role: in mlgate's own venv, or with `python` (the project venv, where the model's
+    own libraries are), mlgate's package put on its path."""
     # The tracking URI goes through the environment, not the command line every user of `ps` reads.
     env = {name: value for name, value in os.environ.items() if not name.startswith("MLGATE_INPUT_")}
+    if python is not None:
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the `mlgate` package
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        env["VIRTUAL_ENV"] = str(python.parent.parent)
+        env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    argv = [sys.executable, "-m", "mlgate.cli", "serve", "--model", uri, "--host", LOOPBACK, "--port", str(port)]
+    interpreter = str(python) if python is not None else sys.executable
+    argv = [interpreter, "-m", "mlgate.cli", "serve", "--model", uri, "--host", LOOPBACK, "--port", str(port)]
     with log.open("ab") as sink:
         return subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
@@ -207,6 +218,26 @@ def _recorded_pids_running(layout: Layout, state: dict[str, Any]) -> list[str]:
     return running
 
 
+# What `mlgate serve` needs in a project venv beside the model's own libraries (the serve extra's, and the
+# core's that `mlgate.cli` imports); onnxruntime too where the compress gate may have made the model an ONNX
+# variant.
+SERVE_REQUIREMENTS = ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "pydantic>=2.7", "pyyaml>=6"]
+ONNX_SERVE_REQUIREMENTS = ["onnxruntime>=1.20,<2"]
+
+
+def serving_python(loaded: LoadedConfig) -> Path | None:
+    """The interpreter the servers run the models with: the project venv (`environment.install`), with the
+    serving libraries added, when there is one; None (mlgate's own) otherwise."""
+    from mlgate.projenv import ensure_gate_packages, ensure_project_env
+
+    python = ensure_project_env(loaded)
+    if python is None:
+        return None
+    wanted = SERVE_REQUIREMENTS + (ONNX_SERVE_REQUIREMENTS if loaded.model.compress is not None else [])
+    ensure_gate_packages(loaded, python, wanted, "serve")
+    return python
+
+
 def up(
     *,
     binary: str,
@@ -216,6 +247,7 @@ def up(
     split: Split,
     tracking_uri: str | None,
     ready_timeout_s: float,
+    python: Path | None = None,
 ) -> StackStatus:
     """Start a stable and a canary server on free loopback ports, wait for both /ready, then nginx in front."""
     nginx = find_nginx(binary)
@@ -245,7 +277,7 @@ def up(
         try:
             for role in ROLES:
                 log = layout.logs / f"{role}.log"
-                servers[role] = _spawn_server(role, models[role], ports[role], log, tracking_uri)
+                servers[role] = _spawn_server(role, models[role], ports[role], log, tracking_uri, python)
                 state["upstreams"][role] = {
                     "model_uri": models[role],
                     "port": ports[role],
