@@ -197,6 +197,30 @@ def traffic_hook(run: str) -> Make:
     return edit(LAST, LAST + f"\ntraffic: {{backend: command, command: {{run: {json.dumps(run)}, timeout_s: 1}}}}")
 
 
+def registered_pair(root: Path) -> None:
+    """`fraud` v1 @champion and v2 @challenger in the project's sqlite store, with passing evidence."""
+    code = (
+        "import sys, mlflow\n"
+        "from mlflow import MlflowClient\n"
+        "uri = sys.argv[1]\n"
+        "mlflow.set_tracking_uri(uri)\n"
+        "client = MlflowClient(uri, uri)\n"
+        "exp = client.create_experiment('x')\n"
+        "client.create_registered_model('fraud')\n"
+        "for alias in ('champion', 'challenger'):\n"
+        "    run = client.create_run(exp)\n"
+        "    model = client.create_logged_model(exp, source_run_id=run.info.run_id)\n"
+        "    v = client.create_model_version('fraud', f'models:/{model.model_id}', model_id=model.model_id,\n"
+        "        tags={'mlgate.model_tests.passed': 'true',\n"
+        '              \'mlgate.metrics\': \'{"candidate": {"roc_auc": 0.9}, "champion": {"roc_auc": 0.8}}\'})\n'
+        "    client.set_registered_model_alias('fraud', alias, v.version)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, SQLITE.format(root=root)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = root / "mlgate.yaml"  # the base project's
+    config.write_text(config.read_text() + "\nregistry: {model: fraud, promotion: {metric: roc_auc}}\n")
+
+
 TM = ("test-model", "--no-comment")
 CP = ("compress", "--no-comment")
 LAST = "performance: {metrics: {roc_auc: 0.4}}"  # the last line of BASE_CONFIG
@@ -556,6 +580,13 @@ CASES: list[Case] = [
         nothing,
         3,
         "registered model",
+    ),
+    Case(
+        "rollout-nothing-served",
+        ("rollout", "start", "--version", "2", "--tracking-uri", SQLITE),
+        registered_pair,
+        3,
+        "the canary needs both versions served, and no traffic stack is up",
     ),
     # --- mlgate github setup ---
     Case(

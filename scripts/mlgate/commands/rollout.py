@@ -118,7 +118,15 @@ def _servers(loaded: LoadedConfig, model: str, stable: str, canary: str) -> tupl
     from mlgate.traffic.nginx import Layout, prefix_folder
     from mlgate.traffic.stack import readiness, status
 
-    found = status(Layout(prefix_folder(traffic.nginx.prefix, loaded.root)))
+    layout = Layout(prefix_folder(traffic.nginx.prefix, loaded.root))
+    if not layout.state.exists():
+        raise InputError(
+            f"the canary needs both versions served, and no traffic stack is up in {layout.prefix}",
+            hint="pass --serve (canary-serve: 'true' in the release workflow) to bring nginx and both versions up "
+            "on this runner, start them with `mlgate traffic up`, or set traffic.backend: command to drive your "
+            "router",
+        )
+    found = status(layout)
     refs = []
     for upstream, version in zip(found.upstreams, (stable, canary), strict=True):
         code, body = readiness(upstream.port)
