@@ -66,7 +66,10 @@ from mlflow.pyfunc import PythonModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve  # the example model, the CLI runner, ports
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from bench_serve import BIN, BenchError, free_port, mlgate_cli
+from rollout_models import outcome  # what a client saw: ok, the model's error, or the switch's
 
 MODEL_NAME = bench_serve.MODEL_NAME
 STABLE_VERSION = "1"
@@ -186,19 +189,7 @@ class Load:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def post(self, body: bytes) -> str:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with LOCAL.open(request, timeout=30) as answer:
-                answer.read()
-                return "ok"
-        except urllib.error.HTTPError as error:
-            text = error.read().decode(errors="replace")
-            # The model's own failure (mlgate serve's 500 with its message), or nginx's (a switch dropped it).
-            return "model error" if "the model failed to predict" in text else f"http {error.code}"
-        except OSError as error:
-            return f"connection {type(error).__name__}"
+        return outcome(self.port, body)
 
     def client(self, seed: int) -> None:
         rng = random.Random(seed)

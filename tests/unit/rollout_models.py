@@ -1,4 +1,5 @@
-"""The challengers of the rollout tests: real pyfunc models, logged to MLflow, each harmful in its own way.
+"""The challengers of the rollout tests: real pyfunc models, logged to MLflow, each harmful in its own way; and
+how a client of the canary tells a model's failure from one the switch caused (`outcome`).
 
 `good` scores as the champion does; `erroring` raises on a call holding a row whose amount's hundredths are
 below 30 (the tests' load draws them uniformly: about 30 % of single-row requests); `slow` sleeps before
@@ -8,6 +9,8 @@ every call; `shifted` adds 0.3 to every score and never errors.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,24 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 KINDS = ("good", "erroring", "slow", "shifted")
+LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def outcome(port: int, body: bytes) -> str:
+    """POST `body` to nginx's /invocations on `port`: "ok", "model error" (mlgate serve's 500 naming the model's
+    failure), or what else the client saw (an HTTP status or a connection error: the switch's doing)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with LOCAL.open(request, timeout=30) as answer:
+            answer.read()
+            return "ok"
+    except urllib.error.HTTPError as error:
+        text = error.read().decode(errors="replace")
+        return "model error" if "the model failed to predict" in text else f"http {error.code}"
+    except OSError as error:
+        return f"connection {type(error).__name__}"
 
 
 class Challenger(PythonModel):  # type: ignore[misc]

@@ -17,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,10 +37,9 @@ from mlgate.registry import Registry  # noqa: E402
 from mlgate.registry import operations as ops  # noqa: E402
 from mlgate.registry.audit import Who  # noqa: E402
 from mlgate.traffic.state import alive, command_line, read_state  # noqa: E402
-from rollout_models import Challenger  # noqa: E402
+from rollout_models import Challenger, outcome  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"
-LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ROWS = pd.DataFrame({"amount": [480.75, 12.5], "velocity": [4.0, 1.0]})
 WHO = Who("alice", ["bob"], "", "c0ffee", "o/r", "production")
 BOUND_S = 240  # bounds for a stuck process, not timing assertions
@@ -153,20 +150,7 @@ class Load:
 
     def post(self, rng: random.Random) -> str:
         row = {"amount": round(rng.uniform(1.0, 1000.0), 2), "velocity": float(rng.randint(0, 20))}
-        body = json.dumps({"dataframe_records": [row]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with LOCAL.open(request, timeout=30) as answer:
-                answer.read()
-                return "ok"
-        except urllib.error.HTTPError as error:
-            text = error.read().decode(errors="replace")
-            # The model's own failure (mlgate serve's 500 with its message), or nginx's (a switch dropped it).
-            return "model error" if "the model failed to predict" in text else f"http {error.code}"
-        except OSError as error:
-            return f"connection {type(error).__name__}"
+        return outcome(self.port, json.dumps({"dataframe_records": [row]}).encode())
 
     def client(self, seed: int) -> None:
         rng = random.Random(seed)
