@@ -139,14 +139,6 @@ def _compressed_variant_selected(result: ActResult, body: str, server: MlflowSer
     assert "mlgate.compress.selected" not in source.tags
 
 
-def _without_compress(project: Project) -> None:
-    path = project.path / "mlgate.yaml"
-    config = yaml.safe_load(path.read_text())
-    del config["compress"]
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    project.git("commit", "-q", "-am", "no compression")
-
-
 def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     workbench: Workbench, mlflow_server: MlflowServer, github_api: GitHubApiStandin
 ) -> None:
@@ -201,21 +193,3 @@ def test_good_model_promotable_then_broken_feature_fails_in_the_same_comment(
     # The champion alias was not touched by the failing PR.
     client = MlflowClient(mlflow_server.uri)
     assert client.get_model_version_by_alias(name, "champion").version == champion_version
-
-
-def test_first_model_without_champion_passes_on_thresholds(workbench: Workbench, github_api: GitHubApiStandin) -> None:
-    project = workbench.new_project("model-first")
-    name = "fraud-detection-e2e-first"
-    _use_registered_model(project, name)
-    _without_compress(project)
-    result = workbench.act(project, github_api=github_api)
-    assert result.returncode == 0, result.output[-8000:]
-    # ml-ci.yml's compress job on a project that declares no compression: a notice, not a failure.
-    assert _job_succeeded(result, "compress")
-    assert "declares no compress section: nothing to compress" in result.output
-    body = _one_comment(github_api)
-    assert "✅ passed · promotable" in body
-    assert f"champion: none yet: `models:/{name}@champion` does not exist, so there is no baseline" in body
-    assert "no baseline yet" in body
-    assert "| roc_auc |" in body
-    assert "5 passed, 0 failed, 1 skipped" in body  # tests/model: the champion comparison skips

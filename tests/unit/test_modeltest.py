@@ -441,6 +441,7 @@ def test_summary_counts_own_tests_skipped_for_want_of_a_champion(first_model: Mo
     text = render(first_model, "mlgate.yaml")
     assert "#### The project's own model tests" in text
     assert "2 passed, 0 failed, 1 skipped" in text
+    assert "- champion: none yet: `models:/toy@champion` does not exist, so there is no baseline to compare" in text
 
 
 # --- a failing own test ------------------------------------------------------------------------------------
