@@ -405,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         current = state.read()
         # A controller that died leaves its record unclosed in the registry: close it from here.
         if current is not None and current.get("phase") == ABORTED and "audit_run_id" not in current:
-            if not controller_alive({**current, "phase": "running"}) and args.tracking_uri:
+            if not controller_alive(current) and args.tracking_uri:
                 _finish(args, loaded, _registry(args), state)(current)
                 state.write(current)
         return 0

@@ -46,10 +46,6 @@ class Stage:
     name: str
     split: Split
 
-    @property
-    def canary_percent(self) -> int:
-        return self.split.canary
-
 
 @dataclass(frozen=True)
 class Plan:
