@@ -37,8 +37,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo
 
+# Two workers (pytest-xdist): the end-to-end tests on one, in order, every other module on the other
+# (tests/conftest.py schedules them). TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) test-example
-	$(BIN)/python -m pytest -q -ra --durations=15 tests
+	$(BIN)/python -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 # MLflow's setters write these too, "so that subprocess can inherit it": a module's URI outlives it there.
 URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# End-to-end modules that may run on a worker of their own, beside the others (pytest_xdist_make_scheduler).
+OWN_WORKBENCH = frozenset({"tests/e2e/test_sklearn_project.py"})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,3 +39,25 @@ def _mlflow_globals_restored() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs two workers (pytest-xdist). Each worker gets whole modules, so a module's shared servers
+    and fixtures start once. The end-to-end tests of the example project go to one worker, in collection order
+    (tests/e2e comes first): they share one workbench (the exported checkout, the runner's tool cache with the
+    venvs built once, torch's included) and one MLflow server, and take about as long as all the other tests
+    together. The scikit-learn project's (no torch, no DVC: a small cold start of its own) is a unit of its own,
+    which the other worker takes beside the unit and static tests.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndEndToEnd(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.startswith("tests/e2e/") and path not in OWN_WORKBENCH:
+                return "tests/e2e"
+            return path
+
+    config.option.loadscopereorder = False  # collection order: the end-to-end unit, the longest, starts first
+    return ModulesAndEndToEnd(config, log)

@@ -701,6 +701,19 @@ class RolloutThresholdsConfig(_Model):
     max_ks: float = Field(
         0.15, gt=0, le=1, description="Largest tolerated KS distance between the score distributions."
     )
+    max_disagreement: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Shadow step: largest tolerated share of paired rows the two models put on different sides of "
+        "decision_threshold.",
+    )
+    max_score_diff: float = Field(
+        0.1, gt=0, description="Shadow step: largest tolerated mean absolute difference of the paired scores."
+    )
+    decision_threshold: float = Field(
+        0.5, description="Shadow step: the score from which a row counts as positive, for the agreement."
+    )
     false_alarm_budget: float = Field(
         0.01,
         gt=0,

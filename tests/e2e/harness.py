@@ -14,6 +14,7 @@ DVC), on which a pull request is simulated.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def _tool_env() -> dict[str, str]:
 
 # What the tests read of a run: act's exit code and output, its seconds, the artifacts folder.
 ActResult = LocalCiResult
+
+# locust's error report, as the canary prints its load's output: "<count>  POST /invocations: <error>"
+LOCUST_ERROR = re.compile(r"^\s*(\d+)\s+POST /invocations: (.+?)\s*$")
+
+
+def locust_errors(output: str) -> dict[str, int]:
+    """The errors locust's clients saw, by kind, from its error report in a job's log (act prefixes each line
+    with "[workflow/job] | "); empty when it reported none. The report must be there: its summary table is."""
+    assert "Aggregated" in output, "no locust summary in the job's log"
+    errors: dict[str, int] = {}
+    for line in output.splitlines():
+        match = LOCUST_ERROR.match(line.split("|", 1)[-1])
+        if match:
+            errors[match[2]] = errors.get(match[2], 0) + int(match[1])
+    return errors
+
 
 # The pull request every PR run simulates (the GitHub API stand-in's tests read its comment back).
 PR_NUMBER = 7

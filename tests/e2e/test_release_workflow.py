@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlgate.traffic.state import free_port
 
 from tests.e2e.github_api import GitHubApiStandin
-from tests.e2e.harness import ActResult, Project, Workbench
+from tests.e2e.harness import ActResult, Project, Workbench, locust_errors
 from tests.e2e.mlflow_server import MlflowServer
 
 MODEL = "fraud-detection-e2e-release"
@@ -112,6 +112,7 @@ def test_two_releases_a_refused_one_and_a_rollback(
     assert "mlgate rollout: step 25%: stable 75% / canary 25%" in better.output
     assert "mlgate rollout: promoted version 3" in better.output
     assert "load started" in better.output and "traffic down" in better.output
+    assert locust_errors(better.output) == {}  # no client request failed at any weight change
     assert client.get_model_version(MODEL, "3").tags["mlgate.audit.rollout.decision"] == "promoted"
     assert "mlgate.compress.variant" not in client.get_model_version(MODEL, "3").tags  # the trained model itself
 

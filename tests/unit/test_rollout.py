@@ -77,9 +77,11 @@ class World:
     versions: dict[str, str]
     registry: Registry
 
-    def mlgate(self, *argv: str, timeout: float = BOUND_S) -> subprocess.CompletedProcess[str]:
+    def mlgate(
+        self, *argv: str, timeout: float = BOUND_S, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(MLGATE), *argv, "--config", str(self.config), "--tracking-uri", self.uri],
+            [str(MLGATE), *argv, "--config", str(config or self.config), "--tracking-uri", self.uri],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -234,6 +236,30 @@ def test_a_bad_challenger_is_rolled_back_at_the_first_step_and_the_registry_is_u
         assert load.outcomes["model error"] > 0  # the canary's own failures reached clients, and were counted
     else:
         assert load.outcomes["model error"] == 0
+
+
+def test_a_shadow_step_pairs_the_mirror_copies_and_rolls_back_shifted_scores_before_any_client_meets_them(
+    world: World, tmp_path: Path
+) -> None:
+    """nginx mirrors every request to the canary; both servers' answers, joined on the request id, show the shift."""
+    version = world.versions["shifted"]
+    shadow = world.config.with_name("mlgate-shadow.yaml")
+    shadow.write_text(world.config.read_text().replace("  profile: test\n", "  profile: test\n  shadow: true\n"))
+    record_path = tmp_path / "record.json"
+    with stack(world, version), Load(world.port) as load:
+        done = world.mlgate("rollout", "start", "--version", version, "--record", str(record_path), config=shadow)
+        split = world.split()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step shadow: stable 100% / canary 0%, mirror on" in said(done)
+    record = json.loads(record_path.read_text())
+    assert [step["name"] for step in record["steps"]] == ["shadow"], record["reason"]
+    last = record["steps"][0]["analyses"][-1]
+    assert last["pairs"]["pairs"] >= 40
+    failed = {check["metric"]: check for check in last["checks"] if check["verdict"] == "fail"}
+    assert "shadow_score_diff" in failed, (failed, record["reason"])
+    assert "the paired scores differ by 0.3" in failed["shadow_score_diff"]["reason"]
+    assert split == {"stable": 100, "canary": 0, "mirror": False}
+    assert load.switch_failures() == {} and load.outcomes["model error"] == 0, load.outcomes
 
 
 def test_a_good_challenger_survives_a_dead_controller_then_is_promoted_step_by_step(world: World) -> None:

@@ -31,8 +31,10 @@ from mlgate.rollout.analysis import (
     homogeneity_pvalue,
     ks_distance,
     mann_whitney_greater,
+    paired,
     population_stability_index,
 )
+from mlgate.rollout.pairs import PairSample
 from mlgate.serve.metrics import LATENCY_BUCKETS, SCORE_BUCKETS
 from scipy import stats
 
@@ -387,6 +389,9 @@ def test_check_thresholds_names_what_is_out_of_its_domain() -> None:
             max_latency_ratio=0.9,
             max_psi=-0.1,
             max_ks=1.2,
+            max_disagreement=-0.01,
+            max_score_diff=0.0,
+            decision_threshold=float("inf"),
             false_alarm_budget=0.5,
         )
     )
@@ -394,12 +399,15 @@ def test_check_thresholds_names_what_is_out_of_its_domain() -> None:
     assert named == [
         "max_error_rate",
         "max_error_increase",
+        "max_disagreement",
         "max_p99_s",
         "min_samples",
         "min_latency_quantile_samples",
         "max_latency_ratio",
         "max_psi",
         "max_ks",
+        "max_score_diff",
+        "decision_threshold",
         "false_alarm_budget",
     ]
     assert "max_error_rate is a rate: between 0 and 1, not 1.5" in problems
@@ -441,3 +449,58 @@ def test_the_histogram_statistics_agree_with_scipy() -> None:
     assert population_stability_index([10, 0], [5, 5]) == pytest.approx(
         (0.5 - 1) * math.log(0.5) + (0.5 - 1e-4) * math.log(0.5 / 1e-4)
     )
+
+
+def pairs_of(
+    rng: np.random.Generator, n: int, *, noise: float = 0.0, shift: float = 0.0, flip: float = 0.0
+) -> PairSample:
+    """`n` paired scores: the canary's is the stable's plus `shift` and Gaussian `noise`; a share `flip` mirrored."""
+    stable = rng.beta(2, 5, n)
+    canary = np.clip(stable + shift + rng.normal(0, noise, n) if noise else stable + shift, 0, 1)
+    flipped = rng.random(n) < flip
+    canary[flipped] = 1 - stable[flipped]
+    return PairSample([float(v) for v in stable], [float(v) for v in canary])
+
+
+def paired_verdicts(sample: PairSample, **thresholds: Any) -> dict[str, Check]:
+    return {found.metric: found for found in paired(sample, Thresholds(min_samples=50, **thresholds), ALPHA)}
+
+
+def test_paired_scores_of_the_same_model_pass_and_a_retrained_twin_within_tolerance_too() -> None:
+    rng = np.random.default_rng(7)
+    same = paired_verdicts(pairs_of(rng, 200))
+    assert {m: c.verdict for m, c in same.items()} == {"shadow_agreement": "pass", "shadow_score_diff": "pass"}
+    assert same["shadow_score_diff"].value == 0.0 and same["shadow_agreement"].value == 0.0
+    twin = paired_verdicts(pairs_of(rng, 2000, noise=0.02))  # small differences of its own, mean about 0.016
+    assert {c.verdict for c in twin.values()} == {"pass"}, twin
+
+
+def test_paired_scores_that_shift_or_flip_fail_with_the_figures() -> None:
+    rng = np.random.default_rng(8)
+    shifted = paired_verdicts(pairs_of(rng, 200, shift=0.3))
+    assert shifted["shadow_score_diff"].verdict == "fail"
+    assert "the paired scores differ by" in shifted["shadow_score_diff"].reason
+    assert "tolerated mean difference of 0.1" in shifted["shadow_score_diff"].reason
+    flipped = paired_verdicts(pairs_of(rng, 400, flip=0.3))
+    assert flipped["shadow_agreement"].verdict == "fail", flipped["shadow_agreement"]
+    assert re.search(r"the models disagree on \d+ of 400 paired rows", flipped["shadow_agreement"].reason)
+    assert flipped["shadow_agreement"].pvalue is not None and flipped["shadow_agreement"].pvalue < ALPHA
+
+
+def test_too_few_pairs_keep_baking_and_none_is_said() -> None:
+    rng = np.random.default_rng(9)
+    few = paired_verdicts(pairs_of(rng, 20, shift=0.3))
+    assert {c.verdict for c in few.values()} == {"inconclusive"}
+    assert "50 pairs needed" in few["shadow_score_diff"].reason
+    none = paired_verdicts(PairSample())
+    assert {c.verdict for c in none.values()} == {"inconclusive"}
+    assert "no paired predictions yet" in none["shadow_agreement"].reason
+
+
+def test_analyse_adds_the_paired_checks_only_when_given_pairs() -> None:
+    rng = np.random.default_rng(10)
+    stable, canary = pair(10, 400)
+    assert [c.metric for c in analyse(stable, canary, Thresholds(), ALPHA).checks] == list(METRICS)
+    with_pairs = analyse(stable, canary, Thresholds(), ALPHA, pairs=pairs_of(rng, 300, shift=0.3))
+    assert [c.metric for c in with_pairs.checks] == [*METRICS, "shadow_agreement", "shadow_score_diff"]
+    assert with_pairs.verdict == "fail"

@@ -15,6 +15,7 @@ from mlgate.errors import InputError, ToolError
 from mlgate.metrics import Bucket, MetricsError, Quantiles, Scores, ServerRef, WindowMetrics
 from mlgate.rollout.analysis import Thresholds
 from mlgate.rollout.controller import ABORTED, PROMOTED, ROLLED_BACK, Controller, Plan, RolloutState, abort
+from mlgate.rollout.pairs import PairSample
 from mlgate.traffic import Applied, Split
 
 STABLE = ServerRef("fraud", "1", "http://127.0.0.1:1")
@@ -269,6 +270,7 @@ def test_the_budget_is_spread_over_every_step_look_and_test() -> None:
     assert [stage.name for stage in built.stages] == ["1%", "5%", "25%", "100%"]
     assert built.alpha == pytest.approx(0.01 / (4 * 30 * 6))
     shadow = plan([50, 100], shadow=True)
+    assert shadow.alpha == pytest.approx(0.01 / (3 * 10 * 8))  # the shadow step's two paired checks counted
     assert shadow.stages[0].name == "shadow" and shadow.stages[0].split == Split(100, 0, mirror=True)
 
 
@@ -288,3 +290,57 @@ def test_a_slow_or_shifted_canary_is_rolled_back_naming_the_metric(
     assert len(record["steps"]) == 1
     failed = [c["metric"] for c in record["steps"][0]["analyses"][-1]["checks"] if c["verdict"] == "fail"]
     assert any(metric.startswith(named) for metric in failed), failed
+
+
+@dataclass
+class Pairs:
+    """A shadow step's paired scores, growing with each read: the canary's = the stable's + `shift`."""
+
+    shift: float
+    starts: int = 0
+    reads: int = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.reads = 0
+
+    def read(self) -> PairSample:
+        self.reads += 1
+        stable = [(index % 20) / 20 for index in range(40 * self.reads)]
+        return PairSample(stable, [min(1.0, score + self.shift) for score in stable])
+
+
+def mirrored(percent: int, look: int) -> tuple[WindowMetrics, WindowMetrics]:
+    """In the shadow step the canary answers a copy of every request the stable model answers."""
+    return (window(STABLE, 400 * look), window(CANARY, 400 * look)) if percent == 0 else good(percent, look)
+
+
+def test_a_shadow_step_with_paired_scores_alike_passes_then_the_steps_follow(tmp_path: Path) -> None:
+    pairs = Pairs(shift=0.0)
+    rollout, backend = controller(tmp_path, mirrored, shadow=True)
+    rollout.pairs = lambda: pairs
+    record = rollout.start()
+    assert record["outcome"] == PROMOTED, record["reason"]
+    assert backend.applied[0] == Split(100, 0, mirror=True) and pairs.starts == 1  # read in the shadow step only
+    shadow = record["steps"][0]
+    assert shadow["name"] == "shadow" and shadow["verdict"] == "pass"
+    last = shadow["analyses"][-1]
+    assert last["pairs"]["pairs"] >= 50
+    assert {c["metric"]: c["verdict"] for c in last["checks"]}["shadow_score_diff"] == "pass"
+    assert "pairs" not in record["steps"][1]["analyses"][-1]
+
+
+def test_a_shadow_step_whose_paired_scores_differ_rolls_back_before_any_client_meets_the_canary(
+    tmp_path: Path,
+) -> None:
+    rollout, backend = controller(tmp_path, mirrored, shadow=True)
+    rollout.pairs = lambda: Pairs(shift=0.3)
+    record = rollout.start()
+    assert record["outcome"] == ROLLED_BACK
+    assert backend.applied == [Split(100, 0, mirror=True), Split(100, 0)]  # no weight ever given to the canary
+    failed = [c["metric"] for c in record["steps"][0]["analyses"][-1]["checks"] if c["verdict"] == "fail"]
+    assert "shadow_score_diff" in failed, failed
+    assert (
+        record["reason"].startswith("step shadow: ")
+        and "the paired scores differ by 0.263 on average" in record["reason"]
+    )

@@ -262,6 +262,21 @@ def test_the_request_id_is_echoed_and_logged_with_version_latency_and_scores(
         assert line["scores"] == pytest.approx(store.expected)
 
 
+def test_recent_answers_are_kept_by_request_id_and_mirror_copies_marked(served: TestClient, store: Store) -> None:
+    """What a shadow step pairs: the answers from a cursor on, each with its request id, status and scores."""
+    start = served.get("/mlgate/predictions", params={"after": 2**62, "limit": 1}).json()["next"]
+    served.post("/invocations", json=PAYLOADS["inputs"], headers={"X-Request-ID": "client-1"})
+    served.post("/invocations", json=PAYLOADS["inputs"], headers={"X-Request-ID": "copy-1", "X-Mlgate-Mirror": "1"})
+    served.post("/predict", json=[{"amount": 10.0}], headers={"X-Request-ID": "bad-1"})
+    page = served.get("/mlgate/predictions", params={"after": start}).json()
+    assert page["next"] == start + 3 and page["dropped"] == 0
+    kept = {answer["id"]: answer for answer in page["predictions"]}
+    assert (kept["client-1"]["mirror"], kept["copy-1"]["mirror"]) == (False, True)
+    assert kept["client-1"]["scores"] == pytest.approx(store.expected)
+    assert (kept["bad-1"]["status"], kept["bad-1"]["scores"]) == (400, None)
+    assert served.get("/mlgate/predictions", params={"after": page["next"]}).json()["predictions"] == []
+
+
 # --- readiness and the command -----------------------------------------------------------------------
 
 

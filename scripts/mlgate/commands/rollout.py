@@ -228,10 +228,13 @@ def _start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             hint="traffic and the registry are unchanged; see registry.promotion in mlgate.yaml",
         )
     if args.serve:
-        with _local_stack(loaded, args, registry.name, stable, canary) as url, _load(args.load, loaded.root, url):
+        with (
+            _local_stack(loaded, args, state.folder, registry.name, stable, canary) as url,
+            _load(args.load, loaded.root, state.folder, url),
+        ):
             return _canary(args, loaded, registry, who, stable, canary)
     if args.load:
-        with _load(args.load, loaded.root, None):
+        with _load(args.load, loaded.root, state.folder, None):
             return _canary(args, loaded, registry, who, stable, canary)
     return _canary(args, loaded, registry, who, stable, canary)
 
@@ -247,8 +250,11 @@ def _promoted_directly(decision: Decision, version: str) -> int:
 
 
 @contextmanager
-def _local_stack(loaded: LoadedConfig, args: argparse.Namespace, name: str, stable: str, canary: str) -> Iterator[str]:
+def _local_stack(
+    loaded: LoadedConfig, args: argparse.Namespace, state_folder: Path, name: str, stable: str, canary: str
+) -> Iterator[str]:
     """The nginx stack for this rollout only: up with both versions, down (and its ports freed) after."""
+    from mlgate.rollout import leftovers
     from mlgate.traffic import Split
     from mlgate.traffic.nginx import Layout, Proxy, prefix_folder
     from mlgate.traffic.stack import down, serving_python, up
@@ -269,16 +275,20 @@ def _local_stack(loaded: LoadedConfig, args: argparse.Namespace, name: str, stab
         python=serving_python(loaded),
     )  # fmt: skip
     print(f"mlgate rollout: local stack up on {found.url}", flush=True)
+    leftovers.note(state_folder, "stack", {"prefix": str(layout.prefix.resolve())})
     try:
         yield found.url
     finally:
         for line in down(layout):
             print(f"mlgate rollout: traffic down: {line}", flush=True)
+        leftovers.forget(state_folder, "stack")
 
 
 @contextmanager
-def _load(command: str | None, root: Path, url: str | None) -> Iterator[None]:
-    """The load command running in its own process group for the rollout's duration, then stopped."""
+def _load(command: str | None, root: Path, state_folder: Path, url: str | None) -> Iterator[None]:
+    """The load command running in its own process group for the rollout's duration, then stopped; its output
+    goes to `load.log` in the state folder (not the job's log stream, which a generator outliving a killed
+    controller would hold open) and its tail is printed when it stops."""
     if not command:
         yield
         return
@@ -286,6 +296,9 @@ def _load(command: str | None, root: Path, url: str | None) -> Iterator[None]:
     import shlex
     import signal
     import subprocess
+
+    from mlgate.rollout import leftovers
+    from mlgate.traffic.state import command_line
 
     try:
         argv = shlex.split(command)
@@ -296,11 +309,20 @@ def _load(command: str | None, root: Path, url: str | None) -> Iterator[None]:
         env["MLGATE_TRAFFIC_URL"] = url
         # No shell runs the command: its $MLGATE_TRAFFIC_URL is filled in here.
         argv = [word.replace("${MLGATE_TRAFFIC_URL}", url).replace("$MLGATE_TRAFFIC_URL", url) for word in argv]
+    state_folder.mkdir(parents=True, exist_ok=True)
+    log = state_folder / leftovers.LOAD_LOG
     try:
-        process = subprocess.Popen(argv, cwd=root, env=env, start_new_session=True)
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                argv, cwd=root, env=env, start_new_session=True, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
     except OSError as exc:
         raise InputError(f"the load command {argv[0]!r} cannot start: {exc.strerror}") from None
-    print(f"mlgate rollout: load started (pid {process.pid}): {command}", flush=True)
+    print(f"mlgate rollout: load started (pid {process.pid}, output in {log}): {command}", flush=True)
+    leftovers.note(
+        state_folder, "load", {"pid": process.pid, "command_line": command_line(process.pid), "log": str(log)}
+    )
     try:
         yield
     finally:
@@ -311,6 +333,8 @@ def _load(command: str | None, root: Path, url: str | None) -> Iterator[None]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        print(leftovers.load_output(log), flush=True)
+        leftovers.forget(state_folder, "load")
 
 
 def _canary(
@@ -393,12 +417,15 @@ def run(args: argparse.Namespace) -> int:
     backend: TrafficBackend = backend_for(loaded.model.traffic, loaded.root)
     if args.operation == "abort":
         from mlgate.rollout.controller import ABORTED, RUNNING, abort, controller_alive
+        from mlgate.rollout.leftovers import stop_leftovers
 
         running = state.read()
         if args.stale_only and not (
             running is not None and running.get("phase") == RUNNING and not controller_alive(running)
         ):
             print("mlgate rollout abort: no rollout left behind by a stopped controller; nothing to do")
+            for line in stop_leftovers(state.folder):
+                print(f"mlgate rollout abort: {line}")
             return 0
         done = abort(state, backend, args.reason)
         print(f"mlgate rollout abort: {done}")
@@ -408,6 +435,9 @@ def run(args: argparse.Namespace) -> int:
             if not controller_alive(current) and args.tracking_uri:
                 _finish(args, loaded, _registry(args), state)(current)
                 state.write(current)
+        # Traffic is on stable and the record closed: now what the dead controller started beside it.
+        for line in stop_leftovers(state.folder):
+            print(f"mlgate rollout abort: {line}")
         return 0
     from mlgate.rollout.report import status_text
 

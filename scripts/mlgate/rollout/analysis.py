@@ -10,6 +10,11 @@ Six checks, each with a stable id (the `metric` of a `Check`, in the JSON record
   histograms, one-sided, as Kayenta does), `score_psi` and `score_ks` (the score distributions): comparisons with
   the stable model. A random split sends both models the same population, so a difference is the model's own.
 
+A shadow step (nginx mirrors every request to the canary, whose answers are thrown away) adds two checks on the
+paired predictions, the two models' scores for the same rows joined on the request id (mlgate.rollout.pairs):
+`shadow_agreement` (the share of rows put on different sides of the decision threshold, exact binomial test) and
+`shadow_score_diff` (the mean absolute score difference, t-test on the absolute differences).
+
 Every check has three zones. It fails only when the effect is beyond its practical threshold *and* its test's
 p-value is below `alpha`: noise alone does not fail a canary, and neither does a difference too small to matter
 that a large window makes significant. It passes when the effect is within the threshold and each side has at
@@ -37,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from mlgate.metrics import Bucket, WindowMetrics
+from mlgate.rollout.pairs import PairSample
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 
@@ -44,6 +50,8 @@ Verdict = Literal["pass", "fail", "inconclusive"]
 # provider reads no latency histogram: they then compare quantiles, with no test and outside the budget.
 METRICS = ("error_rate", "p99_latency", "error_rate_vs_stable", "latency_vs_stable", "score_psi", "score_ks")
 TESTS_PER_ANALYSIS = len(METRICS)
+# A shadow step's two more, on the paired predictions (the same request answered by both models).
+PAIRED_METRICS = ("shadow_agreement", "shadow_score_diff")
 # p99 above the budget <=> more than this share of the requests slower than the budget.
 P99_SHARE = 0.01
 # Share given to a score bucket that one side leaves empty, so PSI stays finite (mlgate.data.drift's convention).
@@ -62,6 +70,9 @@ class Thresholds:
     max_latency_ratio: float = 1.5  # canary/stable latency (medians, and p99s with enough samples)
     max_psi: float = 0.2
     max_ks: float = 0.15
+    max_disagreement: float = 0.05  # share of paired rows the two models put on different sides of the threshold
+    max_score_diff: float = 0.1  # mean absolute difference of the paired scores
+    decision_threshold: float = 0.5  # the score at which a row counts as positive, for the agreement
     false_alarm_budget: float = 0.01  # chance of failing a good canary over the whole rollout
 
 
@@ -69,7 +80,11 @@ def check_thresholds(thresholds: Thresholds) -> list[str]:
     """What is out of its domain in `thresholds`, one sentence per field named as in the config; empty when none."""
     problems: list[str] = []
     t = thresholds
-    for name, value in (("max_error_rate", t.max_error_rate), ("max_error_increase", t.max_error_increase)):
+    for name, value in (
+        ("max_error_rate", t.max_error_rate),
+        ("max_error_increase", t.max_error_increase),
+        ("max_disagreement", t.max_disagreement),
+    ):
         if not 0 <= value <= 1:  # NaN fails every comparison
             problems.append(f"{name} is a rate: between 0 and 1, not {value!r}")
     if not t.max_p99_s > 0 or math.isinf(t.max_p99_s):
@@ -89,6 +104,10 @@ def check_thresholds(thresholds: Thresholds) -> list[str]:
         problems.append(f"max_psi must be above 0 (0.1 small, 0.2 moderate, 0.25 large shift), not {t.max_psi!r}")
     if not 0 < t.max_ks <= 1:
         problems.append(f"max_ks is a distance between two distributions: in (0, 1], not {t.max_ks!r}")
+    if not t.max_score_diff > 0 or math.isinf(t.max_score_diff):
+        problems.append(f"max_score_diff is a difference of scores: above 0, e.g. 0.1, not {t.max_score_diff!r}")
+    if not math.isfinite(t.decision_threshold):
+        problems.append(f"decision_threshold is a score: a finite number, e.g. 0.5, not {t.decision_threshold!r}")
     if not 0 < t.false_alarm_budget < 0.5:
         problems.append(f"false_alarm_budget is a probability: in (0, 0.5), e.g. 0.01, not {t.false_alarm_budget!r}")
     return problems
@@ -136,12 +155,19 @@ class Analysis:
 
 
 def analyse(
-    stable: WindowMetrics, canary: WindowMetrics, thresholds: Thresholds, alpha: float, *, compare: bool = True
+    stable: WindowMetrics,
+    canary: WindowMetrics,
+    thresholds: Thresholds,
+    alpha: float,
+    *,
+    compare: bool = True,
+    pairs: PairSample | None = None,
 ) -> Analysis:
     """Judge `canary` against its hard limits and against `stable` over the same window, each test at `alpha`.
 
     `compare=False` runs the hard guards alone: at a step where the canary takes every request the stable
-    model serves none, and a comparison could never be more than inconclusive."""
+    model serves none, and a comparison could never be more than inconclusive. `pairs` (a shadow step) adds the
+    two checks on the predictions both models made for the same requests."""
     checks = [_error_rate(canary, thresholds, alpha), _p99_latency(canary, thresholds, alpha)]
     if compare:
         checks += [
@@ -149,6 +175,8 @@ def analyse(
             _latency_vs_stable(stable, canary, thresholds, alpha),
             *_scores(stable, canary, thresholds, alpha),
         ]
+    if pairs is not None:
+        checks += paired(pairs, thresholds, alpha)
     return Analysis(overall(checks), checks, alpha)
 
 
@@ -371,6 +399,43 @@ def _scores(stable: WindowMetrics, canary: WindowMetrics, t: Thresholds, alpha: 
 
 def _ks_missing(t: Thresholds, reason: str) -> Check:
     return Check("score_ks", None, t.max_ks, "inconclusive", reason)
+
+
+def paired(pairs: PairSample, t: Thresholds, alpha: float) -> list[Check]:
+    """The shadow step's checks on the paired scores (the stable and the canary score of the same row):
+    `shadow_agreement`, the share of rows the two put on different sides of `decision_threshold`, against
+    `max_disagreement` (one-sided exact binomial test); `shadow_score_diff`, the mean absolute difference of the two
+    scores, against `max_score_diff` (one-sided t-test on the absolute differences). Both need `min_samples` pairs."""
+    from scipy import stats
+
+    n, enough, needed = pairs.count, pairs.count >= t.min_samples, f"{t.min_samples} pairs"
+    if n == 0:
+        why = "no paired predictions yet (the canary answers nginx's mirror copies): keep baking"
+        return [
+            Check("shadow_agreement", None, t.max_disagreement, "inconclusive", why),
+            Check("shadow_score_diff", None, t.max_score_diff, "inconclusive", why),
+        ]
+    cut = t.decision_threshold
+    flips = sum((a >= cut) != (b >= cut) for a, b in zip(pairs.stable, pairs.canary, strict=True))
+    share = flips / n
+    agreement = _three_zones(
+        "shadow_agreement", share, t.max_disagreement, float(stats.binomtest(flips, n, t.max_disagreement,
+        alternative="greater").pvalue), alpha, enough,
+        f"the models disagree on {flips} of {n} paired rows ({share:.1%}) at the threshold {cut:g}",
+        "binomial test", f"tolerated disagreement of {t.max_disagreement:.1%}", needed,
+    )  # fmt: skip
+    gaps = [abs(a - b) for a, b in zip(pairs.stable, pairs.canary, strict=True)]
+    mean = math.fsum(gaps) / n
+    if n > 1 and max(gaps) - min(gaps) > 1e-9:
+        pvalue = float(stats.ttest_1samp(gaps, t.max_score_diff, alternative="greater").pvalue)
+    else:  # every gap the same (identical models: all 0; a constant shift): no spread to test, the mean is exact
+        pvalue = 0.0 if mean > t.max_score_diff else 1.0
+    difference = _three_zones(
+        "shadow_score_diff", mean, t.max_score_diff, pvalue, alpha, enough,
+        f"the paired scores differ by {mean:.3f} on average (largest {max(gaps):.3f}) over {n} rows",
+        "t-test", f"tolerated mean difference of {t.max_score_diff:g}", needed,
+    )  # fmt: skip
+    return [agreement, difference]
 
 
 def _three_zones(

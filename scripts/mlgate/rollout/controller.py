@@ -23,11 +23,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlgate.errors import InputError, MlgateError
 from mlgate.metrics import MetricsError, MetricsProvider, ServerRef, WindowMetrics
-from mlgate.rollout.analysis import Thresholds, alpha_per_test, analyse
+from mlgate.rollout.analysis import PAIRED_METRICS, TESTS_PER_ANALYSIS, Thresholds, alpha_per_test, analyse
+from mlgate.rollout.pairs import PairReader, PairSample
 from mlgate.traffic import Split, TrafficBackend
 from mlgate.traffic.state import alive, locked, read_state, write_state
 
@@ -37,6 +38,14 @@ ROLLED_BACK = "rolled-back"
 ABORTED = "aborted"
 # What an abort from another process writes, and the controller takes over.
 CLOSING = ("phase", "outcome", "reason", "ended_at")
+
+
+class PairSource(Protocol):
+    """Where a shadow step's paired predictions come from (PairReader, or the tests' fake)."""
+
+    def start(self) -> None: ...
+
+    def read(self) -> PairSample: ...
 
 
 @dataclass(frozen=True)
@@ -75,9 +84,11 @@ class Plan:
     ) -> Plan:
         stages = [Stage("shadow", Split(100, 0, mirror=True))] if shadow else []
         stages += [Stage(f"{step}%", Split(100 - step, step)) for step in steps]
-        # Bonferroni over every look a step may take (its deadline over the interval), every step and every test.
+        # Bonferroni over every look a step may take (its deadline over the interval), every step and every test
+        # (the shadow step's two paired checks counted for every step: a little conservative, one alpha for all).
         looks = max(1, math.ceil(deadline_s / interval_s))
-        alpha = alpha_per_test(false_alarm_budget, len(stages), looks)
+        tests = TESTS_PER_ANALYSIS + (len(PAIRED_METRICS) if shadow else 0)
+        alpha = alpha_per_test(false_alarm_budget, len(stages), looks, tests)
         return cls(tuple(stages), interval_s, bake_s, deadline_s, thresholds, false_alarm_budget, max_failures, alpha)
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +185,8 @@ class Controller:
     promote: Callable[[], tuple[bool, str]]
     finish: Callable[[dict[str, Any]], None] = lambda record: None
     say: Callable[[str], None] = print
+    # A shadow step's reader of the paired predictions (None: from the two servers' URLs, mlgate.rollout.pairs).
+    pairs: Callable[[], PairSource] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
@@ -235,9 +248,12 @@ class Controller:
         self.record["step"] = {"index": index, "name": stage.name, "canary": stage.split.canary}
         started = self.clock()
         failures, last_error = 0, ""
+        reader = self._pair_source() if stage.split.mirror else None
         try:
             for server in (self.stable, self.canary):
                 self.provider.start(server)
+            if reader is not None:
+                reader.start()
         except MetricsError as exc:
             failures, last_error = 1, exc.message
         while True:
@@ -249,6 +265,7 @@ class Controller:
             try:
                 stable = self.provider.read(self.stable, elapsed, advance=False)
                 canary = self.provider.read(self.canary, elapsed, advance=False)
+                paired = reader.read() if reader is not None else None
             except MetricsError as exc:
                 failures, last_error = failures + 1, exc.message
                 step["analyses"].append({"at": self.wall(), "elapsed_s": elapsed, "error": exc.message})
@@ -261,13 +278,14 @@ class Controller:
             failures = 0
             # At 100 % the stable model serves nothing to compare with: the hard guards judge that step alone.
             compare = stage.split.stable > 0 or stage.split.mirror
-            analysis = analyse(stable, canary, self.plan.thresholds, self.plan.alpha, compare=compare)
+            analysis = analyse(stable, canary, self.plan.thresholds, self.plan.alpha, compare=compare, pairs=paired)
             entry = {
                 "at": self.wall(),
                 "elapsed_s": round(elapsed, 3),
                 "verdict": analysis.verdict,
                 "stable": window_json(stable),
                 "canary": window_json(canary),
+                **({"pairs": paired.to_json()} if paired is not None else {}),
                 "checks": [check.to_json() for check in analysis.checks],
             }
             step["analyses"].append(entry)
@@ -288,6 +306,16 @@ class Controller:
                     f"still inconclusive at the step's deadline ({self.plan.deadline_s:g}s): "
                     + ("; ".join(waiting) or "too few samples"),
                 )
+
+    def _pair_source(self) -> PairSource:
+        if self.pairs is not None:
+            return self.pairs()
+        if not (self.stable.url and self.canary.url):
+            raise InputError(
+                "a shadow step pairs the two servers' predictions and needs their URLs",
+                hint="use the nginx traffic stack (mlgate traffic up, or --serve), or set rollout.shadow: false",
+            )
+        return PairReader(self.stable.url, self.canary.url)
 
     def _fail_step(self, step: dict[str, Any], reason: str) -> str:
         step["verdict"] = "fail"

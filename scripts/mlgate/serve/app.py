@@ -37,9 +37,11 @@ from mlgate.serve.payload import (
     predict,
     scores,
 )
+from mlgate.serve.recent import PAGE, RecentPredictions
 
 SETTINGS_ENV = "MLGATE_SERVE_SETTINGS"
 REQUEST_ID = "X-Request-ID"
+MIRROR_HEADER = "x-mlgate-mirror"  # on the copies nginx mirrors to the canary in a shadow step
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class State:
         self.reason = f"loading {settings.model_uri}"
         self.warm_up = ""
         self.done = threading.Event()
+        self.recent = RecentPredictions()
 
     def label(self) -> tuple[str, str]:
         if self.model is not None:
@@ -184,6 +187,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             fields["scores"] = scored
         if response.status_code >= 400:
             fields["error"] = json.loads(bytes(response.body))["message"]
+        mirrored = request.headers.get(MIRROR_HEADER) == "1"
+        state.recent.add(request_id, mirrored, response.status_code, scored)
+        if mirrored:
+            fields["mirror"] = True
         log("prediction", **fields)
         return response
 
@@ -207,6 +214,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         identity = model.identity
         found = {"model": identity.name, "version": identity.version, "uri": model.uri, "warm_up": state.warm_up}
         return JSONResponse({"ready": True, **found})
+
+    @app.get("/mlgate/predictions")
+    async def recent_predictions(after: int = 0, limit: int = PAGE) -> JSONResponse:
+        """The recent answers by request id, from the cursor `after` (a shadow step pairs the two servers')."""
+        return JSONResponse(state.recent.since(after, min(max(1, limit), PAGE)))
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
