@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -257,7 +258,10 @@ def test_a_shadow_step_pairs_the_mirror_copies_and_rolls_back_shifted_scores_bef
     assert last["pairs"]["pairs"] >= 40
     failed = {check["metric"]: check for check in last["checks"] if check["verdict"] == "fail"}
     assert "shadow_score_diff" in failed, (failed, record["reason"])
-    assert "the paired scores differ by 0.3" in failed["shadow_score_diff"]["reason"]
+    # +0.3 on every score, less where the clip at 1 cuts it: the largest difference is the shift itself.
+    assert re.search(
+        r"the paired scores differ by 0\.[23]\d\d on average \(largest 0\.300\)", failed["shadow_score_diff"]["reason"]
+    )
     assert split == {"stable": 100, "canary": 0, "mirror": False}
     assert load.switch_failures() == {} and load.outcomes["model error"] == 0, load.outcomes
 
