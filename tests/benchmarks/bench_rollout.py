@@ -228,7 +228,9 @@ def switch_failures(outcomes: Counter[str]) -> dict[str, int]:
 # --- the stack and the rollouts ---------------------------------------------------------------------------
 
 
-def write_config(project: Path, steps: list[int], min_samples: int, max_latency_ratio: float) -> Path:
+def write_config(
+    project: Path, steps: list[int], min_samples: int, max_latency_ratio: float, shadow: bool = False
+) -> Path:
     config = {
         "version": 1,
         "project": "bench-rollout",
@@ -237,6 +239,7 @@ def write_config(project: Path, steps: list[int], min_samples: int, max_latency_
         "rollout": {
             "profile": "test",
             "steps": steps,
+            "shadow": shadow,
             "thresholds": {"min_samples": min_samples, "max_latency_ratio": max_latency_ratio},
         },
     }
@@ -368,6 +371,7 @@ def figures(kind: str, number: int, record: dict[str, Any], min_samples: int, ou
         "canary_requests": canary_requests,
         "stable_requests": (last.get("stable") or {}).get("requests"),
         "sample_ratio": canary_requests / min_samples if canary_requests is not None else None,
+        "pairs": (last.get("pairs") or {}).get("pairs"),  # a shadow step's paired predictions
         "detect_s": last["at"] - failed["started_at"],
         "analyses": len(failed["analyses"]),
         "failing_checks": [check["metric"] for check in last.get("checks", []) if check["verdict"] == "fail"]
@@ -493,6 +497,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=60, help="requests a second through nginx, all clients")
     parser.add_argument("--clients", type=int, default=12, help="client threads (a slow answer holds one)")
     parser.add_argument("--steps", default="25,100", help="the canary's percent at each step, comma-separated")
+    parser.add_argument("--shadow", action="store_true", help="a shadow step first (rollout.shadow: true)")
     parser.add_argument("--min-samples", type=int, default=40, help="rollout.thresholds.min_samples")
     parser.add_argument("--max-latency-ratio", type=float, default=4.0, help="rollout.thresholds.max_latency_ratio")
     parser.add_argument("--rows", type=int, default=2000, help="distinct test.csv rows the clients draw from")
@@ -527,7 +532,7 @@ def main() -> int:
         rows = bodies(model["test_csv"], model["columns"], args.rows)
         project = root / "rollout"
         project.mkdir()
-        config = write_config(project, steps, args.min_samples, args.max_latency_ratio)
+        config = write_config(project, steps, args.min_samples, args.max_latency_ratio, args.shadow)
         for kind, runs in (*((kind, args.bad_runs) for kind in BAD_KINDS), ("good", args.good_runs)):
             found, outcomes, stack_up_s[kind] = run_challenger(
                 kind, runs, config=config, version=versions[kind], rows=rows, args=args,
@@ -549,7 +554,8 @@ def main() -> int:
     requests = sum(sum(outcomes.values()) for outcomes in loads.values())
     print()
     print(
-        f"steps {steps}, profile test (1 s interval, 4 s bake, 30 s deadline), min_samples {args.min_samples}, "
+        f"steps {'shadow, ' if args.shadow else ''}{steps}, profile test (1 s interval, 4 s bake, 30 s deadline), "
+        f"min_samples {args.min_samples}, "
         f"max_latency_ratio {args.max_latency_ratio:g}; load {args.rate:g} req/s by {args.clients} clients, "
         f"one row a request; {os.cpu_count()} CPUs (shared: timings are indicative)"
     )
@@ -565,6 +571,7 @@ def main() -> int:
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "plan": {
             "steps": steps,
+            "shadow": args.shadow,
             "profile": "test",
             "min_samples": args.min_samples,
             "max_latency_ratio": args.max_latency_ratio,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from mlgate.rollout import leftovers
-from mlgate.traffic.state import alive, command_line, stop_group
+from mlgate.traffic.state import alive, started_at, stop_group
 
 SLEEPER = [sys.executable, "-c", "import time; print('load: 3 requests', flush=True); time.sleep(120)"]
 
@@ -37,18 +37,18 @@ def dead_pid() -> int:
     return finished.pid
 
 
-def write_note(folder: Path, owner: int, load: subprocess.Popen[bytes], line: str | None = None) -> None:
+def write_note(folder: Path, owner: int, load: subprocess.Popen[bytes], started: int | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     note = {
         "pid": owner,
         "host": socket.gethostname(),
-        "load": {"pid": load.pid, "command_line": line or command_line(load.pid), "log": str(folder / "load.log")},
+        "load": {"pid": load.pid, "started_at": started or started_at(load.pid), "log": str(folder / "load.log")},
     }
     (folder / leftovers.NOTE).write_text(json.dumps(note))
 
 
 def test_the_controller_notes_and_forgets_what_it_started(tmp_path: Path) -> None:
-    leftovers.note(tmp_path, "load", {"pid": 1, "command_line": "x"})
+    leftovers.note(tmp_path, "load", {"pid": 1, "started_at": 1})
     leftovers.note(tmp_path, "stack", {"prefix": str(tmp_path / "traffic")})
     noted = json.loads((tmp_path / leftovers.NOTE).read_text())
     assert set(noted) == {"pid", "host", "load", "stack"}
@@ -85,7 +85,7 @@ def test_a_dead_controllers_load_is_stopped_and_its_output_shown(tmp_path: Path,
 
 
 def test_a_pid_that_now_runs_something_else_is_not_signalled(tmp_path: Path, load: subprocess.Popen[bytes]) -> None:
-    write_note(tmp_path, owner=dead_pid(), load=load, line="locust -f load/locustfile.py --headless")
+    write_note(tmp_path, owner=dead_pid(), load=load, started=(started_at(load.pid) or 0) - 1)  # another process
     assert leftovers.stop_leftovers(tmp_path) == []
     assert alive(load.pid)
     assert not (tmp_path / leftovers.NOTE).exists()  # nothing of the rollout's is left to stop
@@ -97,3 +97,22 @@ def test_the_load_output_is_its_tail(tmp_path: Path) -> None:
     shown = leftovers.load_output(log)
     assert "line 199" in shown and "line 139" not in shown and f"last {leftovers.TAIL_LINES} lines" in shown
     assert "cannot be read" in leftovers.load_output(tmp_path / "missing.log")
+
+
+def test_a_process_is_known_by_its_start_across_an_exec(tmp_path: Path) -> None:
+    """A launcher that execs its interpreter (pip's long-shebang scripts do, through /bin/sh) keeps its start."""
+    script = tmp_path / "launcher"
+    script.write_text(f"#!/bin/sh\nsleep 0.5\nexec {sys.executable} -c 'import time; time.sleep(30)'\n")
+    script.chmod(0o755)
+    process = subprocess.Popen([str(script)], start_new_session=True)
+    try:
+        before = started_at(process.pid)
+        deadline = time.monotonic() + 30
+        while "python" not in Path(f"/proc/{process.pid}/cmdline").read_text(errors="replace"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert before is not None and started_at(process.pid) == before
+    finally:
+        stop_group(process.pid, first=signal.SIGKILL, grace_s=5.0)
+        process.wait(timeout=10)
+    assert started_at(process.pid) is None

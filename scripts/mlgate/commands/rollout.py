@@ -298,7 +298,7 @@ def _load(command: str | None, root: Path, state_folder: Path, url: str | None) 
     import subprocess
 
     from mlgate.rollout import leftovers
-    from mlgate.traffic.state import command_line
+    from mlgate.traffic.state import started_at
 
     try:
         argv = shlex.split(command)
@@ -320,9 +320,7 @@ def _load(command: str | None, root: Path, state_folder: Path, url: str | None) 
     except OSError as exc:
         raise InputError(f"the load command {argv[0]!r} cannot start: {exc.strerror}") from None
     print(f"mlgate rollout: load started (pid {process.pid}, output in {log}): {command}", flush=True)
-    leftovers.note(
-        state_folder, "load", {"pid": process.pid, "command_line": command_line(process.pid), "log": str(log)}
-    )
+    leftovers.note(state_folder, "load", {"pid": process.pid, "started_at": started_at(process.pid), "log": str(log)})
     try:
         yield
     finally:

@@ -3,7 +3,9 @@ folder so that `mlgate rollout abort` can stop it when the controller was killed
 own clean-up. A controller that ends normally (or on SIGINT/SIGTERM) stops both itself and forgets the note.
 
 The note (`started.json`) holds the controller's pid and host, the stack's folder, and the load's pid with the
-command line it ran: a pid is signalled only while /proc shows that same command line.
+moment it started: a pid is signalled only while /proc shows that same process (its start time), not another
+that reused the pid. (Not its command line: a launcher script with a long shebang is `/bin/sh` for an instant,
+then execs its interpreter.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from mlgate.traffic.state import alive, command_line, read_state, stop_group, write_state
+from mlgate.traffic.state import alive, read_state, started_at, stop_group, write_state
 
 NOTE = "started.json"
 LOAD_LOG = "load.log"
@@ -67,7 +69,7 @@ def stop_leftovers(folder: Path) -> list[str]:
     done: list[str] = []
     load = found.get("load") or {}
     pid = int(load.get("pid") or 0)
-    if pid and alive(pid) and command_line(pid) == load.get("command_line"):
+    if pid and alive(pid) and started_at(pid) == load.get("started_at"):
         stop_group(pid, first=signal.SIGTERM, grace_s=10.0)
         done.append(f"stopped the load generator the rollout started (pid {pid})")
         if load.get("log"):

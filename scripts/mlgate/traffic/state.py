@@ -72,6 +72,19 @@ def command_line(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
 
 
+def started_at(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (/proc/PID/stat's 22nd field); None when there is no such
+    process. It identifies one process across its exec()s (a launcher script that execs its interpreter
+    changes its command line, not this) and against the reuse of its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # The fields after the command name (in parentheses, which may hold spaces): state is the 3rd field overall.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
     if pid <= 0:
