@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from mlgate.config import DriftConfig, load_config
 from mlgate.data import validate_data
-from mlgate.data.drift import compare
+from mlgate.data.drift import compare, ks_two_sample, numeric_drift
 from mlgate.data.leakage import find_leakage
 from mlgate.errors import InputError
+from scipy import stats
 
 N = 50_000
 
@@ -88,3 +89,33 @@ def test_leakage_missing_key_column(tmp_path: Path) -> None:
         validate_data(load_config(tmp_path / "mlgate.yaml"))
     assert "'test'" in caught.value.message and "test.csv" in caught.value.message
     assert "'id'" in caught.value.message and caught.value.line == 9
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (np.random.default_rng(1).normal(0, 1, 3000), np.random.default_rng(2).normal(0.1, 1, 2000)),
+        (np.random.default_rng(3).integers(0, 20, 5000).astype(float), np.random.default_rng(4).integers(0, 21, 700)),
+        (np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 2.0, 2.0, 3.0])),
+    ],
+    ids=["continuous", "ties", "tiny"],
+)
+def test_ks_on_sorted_samples_is_scipys(first: np.ndarray, second: np.ndarray) -> None:
+    expected = stats.ks_2samp(first, second, method="asymp")
+    found = ks_two_sample(np.sort(first), np.sort(second.astype(float)))
+    assert found == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12, abs=1e-15)
+
+
+def test_numeric_drift_bins_as_quantile_bins_of_the_reference_with_nulls_a_bin_of_their_own() -> None:
+    rng = np.random.default_rng(5)
+    reference = pd.Series(np.append(rng.integers(0, 50, 4000).astype(float), [np.nan] * 40))
+    current = pd.Series(np.append(rng.integers(5, 55, 3000).astype(float), [np.nan] * 90))
+    psi, statistic, _ = numeric_drift(reference, current, bins=10)
+    # The reference's computation, straight from the definitions: [a, b) bins between its deciles, then nulls.
+    ref, cur = reference.dropna().to_numpy(), current.dropna().to_numpy()
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11))[1:-1])
+    counts = [np.append(np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1), nulls)
+              for x, nulls in ((ref, 40), (cur, 90))]  # fmt: skip
+    shares = [np.maximum(c / c.sum(), 1e-4) for c in counts]
+    assert psi == pytest.approx(float(np.sum((shares[1] - shares[0]) * np.log(shares[1] / shares[0]))), rel=1e-12)
+    assert statistic == pytest.approx(stats.ks_2samp(ref, cur).statistic, rel=1e-12)

@@ -293,10 +293,11 @@ def run_expectations(
         gx_frame = _gx_frame(frame)
         planned = _plan(source, gx_frame, spec)
         batch = datasource.add_dataframe_asset(source).add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"mlgate-{source}"))
         for index, item in enumerate(planned):
             item.expectation.meta = {"mlgate_index": index, "mlgate_check": item.outcome.check}
-            suite.add_expectation(item.expectation)
+        # The whole suite at once: each add_expectation on a stored suite writes the suite to its store again.
+        expectations = [item.expectation for item in planned]
+        suite = context.suites.add(gx.ExpectationSuite(name=f"mlgate-{source}", expectations=expectations))
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"mlgate-{source}", data=batch, suite=suite)
         )
