@@ -28,9 +28,7 @@ import pandas as pd
 import psutil
 import yaml
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 from mlgate.registry import Registry
-from mlgate.registry import operations as ops
 from mlgate.registry.audit import Who
 from mlgate.traffic.state import alive, free_port, read_state
 
@@ -69,24 +67,7 @@ def _register(server: MlflowServer, project: Project) -> dict[str, str]:
     loaded = _loaded(project)
     mlflow.set_tracking_uri(server.uri)  # the conftest restores the global after this module
     mlflow.set_experiment("canary-challengers")
-    versions: dict[str, str] = {}
-    for kind in ("champion", "erroring", "slow", "shifted", "good"):
-        model = rollout_models.Challenger("good" if kind == "champion" else kind)
-        with mlflow.start_run(run_name=kind):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=model, code_paths=[rollout_models.__file__],
-                signature=infer_signature(ROWS, rollout_models.Challenger().predict(None, ROWS)), input_example=ROWS,
-                pip_requirements=["mlflow"],
-            )  # fmt: skip
-        champion = None if kind == "champion" else {"roc_auc": 0.80}
-        evidence = ops.Evidence(
-            {"passed": True, "promotable": True, "champion_version": "1" if champion else "",
-             "metrics": {"candidate": {"roc_auc": 0.85}, "champion": champion}}
-        )  # fmt: skip
-        versions[kind] = ops.register(registry, info.model_uri, evidence, WHO).version
-        if kind == "champion":
-            assert ops.promote(loaded, registry, WHO).decision == "promoted"
-    return versions
+    return rollout_models.register_challengers(registry, loaded, WHO, ROWS, ("erroring", "slow", "shifted", "good"))
 
 
 def _loaded(project: Project) -> Any:

@@ -58,3 +58,37 @@ class Challenger(PythonModel):  # type: ignore[misc]
         if self.kind == "shifted":
             score = np.clip(score + self.shift, 0.0, 1.0)
         return pd.DataFrame({"score": score})
+
+
+def register_challengers(
+    registry: Any, loaded: Any, who: Any, rows: pd.DataFrame, kinds: tuple[str, ...]
+) -> dict[str, str]:
+    """Log a good model and register it as version 1, promoted to @champion; then log and register one challenger
+    of each of `kinds`, each with passing model-test evidence (what offline tests saw: the canary is what
+    catches what they missed). Uses MLflow's global tracking URI for the logging. Returns the versions by kind
+    ("champion" for version 1)."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlgate.registry import operations as ops
+
+    versions: dict[str, str] = {}
+    for kind in ("champion", *kinds):
+        model = Challenger("good" if kind == "champion" else kind)
+        with mlflow.start_run(run_name=kind):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                code_paths=[__file__],
+                signature=infer_signature(rows, Challenger().predict(None, rows)),
+                input_example=rows,
+                pip_requirements=["mlflow"],
+            )
+        champion = None if kind == "champion" else {"roc_auc": 0.80}
+        evidence = ops.Evidence(
+            {"passed": True, "promotable": True, "champion_version": "1" if champion else "",
+             "metrics": {"candidate": {"roc_auc": 0.85}, "champion": champion}}
+        )  # fmt: skip
+        versions[kind] = ops.register(registry, info.model_uri, evidence, who).version
+        if kind == "champion":
+            assert ops.promote(loaded, registry, who).decision == "promoted"
+    return versions

@@ -35,10 +35,9 @@ import pandas as pd  # noqa: E402
 import rollout_models  # noqa: E402
 from mlgate.config import load_config  # noqa: E402
 from mlgate.registry import Registry  # noqa: E402
-from mlgate.registry import operations as ops  # noqa: E402
 from mlgate.registry.audit import Who  # noqa: E402
 from mlgate.traffic.state import alive, command_line, read_state  # noqa: E402
-from rollout_models import Challenger, outcome  # noqa: E402
+from rollout_models import outcome  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"
 ROWS = pd.DataFrame({"amount": [480.75, 12.5], "velocity": [4.0, 1.0]})
@@ -106,7 +105,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     model-test evidence (the canary is what catches what offline tests missed)."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
     root = tmp_path_factory.mktemp("rollout")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -118,26 +116,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     config = root / "mlgate.yaml"
     config.write_text(CONFIG.format(port=port), encoding="utf-8")
     loaded = load_config(config)
-    versions: dict[str, str] = {}
-    for kind in ("champion", *rollout_models.KINDS):
-        model = Challenger("good" if kind == "champion" else kind)
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=model,
-                code_paths=[rollout_models.__file__],
-                signature=infer_signature(ROWS, Challenger().predict(None, ROWS)),
-                input_example=ROWS,
-                pip_requirements=["mlflow"],
-            )
-        champion = None if kind == "champion" else {"roc_auc": 0.80}
-        evidence = ops.Evidence(
-            {"passed": True, "promotable": True, "champion_version": "1" if champion else "",
-             "metrics": {"candidate": {"roc_auc": 0.85}, "champion": champion}}
-        )  # fmt: skip
-        versions[kind] = ops.register(registry, info.model_uri, evidence, WHO).version
-        if kind == "champion":
-            assert ops.promote(loaded, registry, WHO).decision == "promoted"
+    versions = rollout_models.register_challengers(registry, loaded, WHO, ROWS, rollout_models.KINDS)
     yield World(root, config, uri, port, versions, registry)
 
 
