@@ -21,6 +21,8 @@ from mlgate.config import LoadedConfig
 from mlgate.errors import ToolError
 
 MARKER = ".mlgate-env"
+# The editable install of the project made from a checkout (_install_local): skipped while it still holds.
+LOCAL_STAMP = ".mlgate-local"
 # Files whose content decides what `pip install` resolves, besides those named with -r / -c.
 PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 # What mlgate's own code needs inside the project venv: the model-test plugin runs there under pytest,
@@ -137,10 +139,29 @@ def local_targets(install: list[str], root: Path) -> list[tuple[bool, str]]:
     return targets
 
 
+def _local_stamp(loaded: LoadedConfig, targets: list[tuple[bool, str]]) -> str:
+    """What an editable install of the project depends on: this checkout's path, the targets, and the files that
+    declare the project's metadata (its packages, entry points). The code itself is read from the checkout."""
+    digest = hashlib.sha256(str(loaded.root.resolve()).encode() + b"\n")
+    for editable, target in targets:
+        digest.update(f"{editable}|{target}\n".encode())
+    for name in PROJECT_FILES:
+        path = loaded.root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<absent>"))
+    return digest.hexdigest()
+
+
 def _install_local(loaded: LoadedConfig, python: Path) -> None:
     targets = local_targets(loaded.model.environment.install, loaded.root)
     if not targets:
         return
+    # An editable install already made from this checkout, with the same metadata, reads the code from here:
+    # installing it again changes nothing. A non-editable one is a copy of the code: always made anew.
+    stamp_file = python.parent.parent / LOCAL_STAMP
+    stamp = _local_stamp(loaded, targets) if all(editable for editable, _ in targets) else None
+    if stamp is not None and stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
+        return
+    stamp_file.unlink(missing_ok=True)
     # Dependencies come from the cached venv; only the project's own code is installed here. No build
     # isolation: an isolated build would fetch setuptools on every run.
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-deps"]
@@ -158,6 +179,8 @@ def _install_local(loaded: LoadedConfig, python: Path) -> None:
             file=str(loaded.path),
             line=loaded.line_of("environment", "install"),
         )
+    if stamp is not None:
+        stamp_file.write_text(stamp + "\n", encoding="utf-8")
 
 
 def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[str], gate: str) -> None:

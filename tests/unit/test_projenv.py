@@ -86,3 +86,44 @@ def test_local_targets_finds_the_project_but_not_requirements(tmp_path: Path) ->
     (tmp_path / "lib").mkdir()
     install = ["-e", ".[typing,train]", "-r", "requirements.txt", "./lib", "numpy>=2", "-c", "pins.txt"]
     assert projenv.local_targets(install, tmp_path) == [(True, ".[typing,train]"), (False, "./lib")]
+
+
+def test_the_editable_install_is_made_again_only_when_the_checkout_or_its_metadata_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLGATE_VENV_ROOT", str(tmp_path / "venvs"))
+    first, second = tmp_path / "job-a", tmp_path / "job-b"
+    _package(first, "a")
+    _package(second, "b")
+    projenv.ensure_project_env(load_config(first / "mlgate.yaml"))
+    pips: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording(command: list[str], *args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if "pip" in command:
+            pips.append(command)
+        return real_run(command, *args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(projenv.subprocess, "run", recording)
+
+    def imports(root: Path) -> str:
+        python = projenv.ensure_project_env(load_config(root / "mlgate.yaml"))
+        assert python is not None
+        found = real_run([str(python), "-c", "import demo_pkg; print(demo_pkg.WHERE)"], capture_output=True, text=True)
+        return found.stdout.strip()
+
+    def installs(root: Path, expected: str) -> bool:
+        """Whether bringing up the venv for `root` ran pip (one install may take two: without build isolation
+        first), and that it imports `expected`."""
+        before = len(pips)
+        assert imports(root) == expected
+        return len(pips) > before
+
+    assert not installs(first, "a")  # the same checkout, nothing changed: no pip at all
+    assert installs(second, "b")  # another checkout shares the venv: installed from it
+    assert installs(first, "a")  # and back
+    (first / "src" / "demo_pkg" / "__init__.py").write_text("WHERE = 'a, edited'\n")
+    assert not installs(first, "a, edited")  # code is read from the checkout: nothing to do
+    pyproject = first / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0.1"', 'version = "0.2"'))
+    assert installs(first, "a, edited")  # new metadata: installed again
