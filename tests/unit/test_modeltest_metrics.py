@@ -48,3 +48,24 @@ def test_edge_cases() -> None:
         metrics.roc_auc([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="3 labels but 2 scores"):
         metrics.roc_auc([0, 1, 1], [0.1, 0.2])
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores"),
+    [
+        (np.random.default_rng(11).integers(0, 2, 5000), np.random.default_rng(12).random(5000)),
+        (np.random.default_rng(13).integers(0, 2, 3000), np.random.default_rng(14).integers(0, 7, 3000) / 6),  # ties
+        (np.array([1, 1, 0]), np.array([0.5, 0.5, 0.5])),  # one score for all
+        (np.array([0, 0, 0]), np.array([0.1, 0.7, 0.4])),  # no positives
+        (np.array([1, 1]), np.array([0.2, 0.9])),  # no negatives
+    ],
+    ids=["continuous", "ties", "one-score", "no-positives", "no-negatives"],
+)
+def test_all_metrics_from_one_sort_are_the_functions_one_by_one(labels: np.ndarray, scores: np.ndarray) -> None:
+    found = metrics.classification(labels, scores, 0.5, 0.6)
+    expected = {name: getattr(metrics, name)(labels, scores, 0.5) for name in metrics.THRESHOLD_METRICS}
+    expected |= {"roc_auc": metrics.roc_auc(labels, scores), "pr_auc": metrics.pr_auc(labels, scores)}
+    expected["recall_at_precision"] = metrics.recall_at_precision(labels, scores, 0.6)
+    assert set(found) == set(expected)
+    for name, value in expected.items():
+        assert found[name] == pytest.approx(value, rel=1e-12, abs=1e-12, nan_ok=True), name

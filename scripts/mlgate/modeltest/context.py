@@ -19,7 +19,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from mlgate.config import (
-    THRESHOLD_METRIC_NAMES,
     LoadedConfig,
     Perturbation,
     Scalar,
@@ -380,11 +379,7 @@ def check_signatures(loaded: LoadedConfig, candidate: ScoredModel, champion: Sco
 def classification_metrics(
     labels: npt.NDArray[np.int64], scores: Scores, threshold: float, at_precision: float
 ) -> dict[str, float]:
-    values = {name: getattr(m, name)(labels, scores, threshold) for name in THRESHOLD_METRIC_NAMES}
-    values["roc_auc"] = m.roc_auc(labels, scores)
-    values["pr_auc"] = m.pr_auc(labels, scores)
-    values["recall_at_precision"] = m.recall_at_precision(labels, scores, at_precision)
-    return values
+    return m.classification(labels, scores, threshold, at_precision)
 
 
 def _expectation_of(loaded: LoadedConfig, column: str) -> tuple[float | None, float | None, list[Any] | None]:

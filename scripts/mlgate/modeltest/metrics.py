@@ -122,6 +122,43 @@ def accuracy(labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float = 0.
     return _ratio(tp + tn, tp + fp + fn + tn)
 
 
+def classification(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float, at_precision: float
+) -> dict[str, float]:
+    """Every metric above at once, from one check of the inputs and one sort of the scores: the curve of
+    true and false positives at each distinct score (highest first) gives ROC AUC (the trapezoids under the
+    ROC curve: ties counted half, as `roc_auc`), average precision and the recall at a precision; the
+    threshold metrics come from one confusion matrix. The same values as the functions one by one."""
+    y, s = _validate(labels, scores)
+    predicted = s >= threshold
+    tp = float(np.count_nonzero(predicted & (y == 1)))
+    fp = float(np.count_nonzero(predicted & (y == 0)))
+    positives = float(y.sum())
+    fn, tn = positives - tp, (y.size - positives) - fp
+    values = {
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+    negatives = y.size - positives
+    if positives == 0:
+        nan = float("nan")
+        return values | {"roc_auc": nan, "pr_auc": nan, "recall_at_precision": nan}
+    true_pos, false_pos, _ = _curve(y, s)
+    precision_curve, recall_curve = true_pos / (true_pos + false_pos), true_pos / positives
+    eligible = recall_curve[precision_curve >= at_precision]
+    values["pr_auc"] = float(np.sum(np.diff(np.concatenate(([0.0], recall_curve))) * precision_curve))
+    values["recall_at_precision"] = float(eligible.max()) if eligible.size else 0.0
+    if negatives == 0:
+        values["roc_auc"] = float("nan")
+    else:
+        tpr = np.concatenate(([0.0], true_pos / positives))
+        fpr = np.concatenate(([0.0], false_pos / negatives))
+        values["roc_auc"] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return values
+
+
 THRESHOLD_METRICS: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike, float], float]] = {
     "accuracy": accuracy,
     "precision": precision,
