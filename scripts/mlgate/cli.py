@@ -20,6 +20,7 @@ from mlgate.extras import run_gate
 COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("schema", "print the JSON Schema of mlgate.yaml"),
     "check": ("check", "check mlgate.yaml and the files, columns and profiles it names, in a second"),
+    "env": ("env", "the model project's venv for a CI cache: its key and path, and a check or build of it"),
     "lint": ("lint", "ruff check, ruff format --check and mypy on the model project"),
     "validate-data": ("validate_data", "Great Expectations suite, drift and leakage checks on the data"),
     "train": ("train", "train the model in the project venv, tracked in MLflow with lineage"),

@@ -65,8 +65,46 @@ def env_key(loaded: LoadedConfig) -> str:
     return f"project-{safe_name}-py{sys.version_info.major}.{sys.version_info.minor}-{digest.hexdigest()[:16]}"
 
 
-def ensure_project_env(loaded: LoadedConfig) -> Path | None:
-    """The project venv's python, built if missing or stale; None when `environment.install` is empty."""
+def cache_key(loaded: LoadedConfig) -> str:
+    """The key of the project venv in a CI cache (actions/cache): the venv's own key (interpreter, install
+    arguments, the files they read) and the runner's OS and architecture."""
+    runner = f"{os.environ.get('RUNNER_OS', platform.system())}-{os.environ.get('RUNNER_ARCH', platform.machine())}"
+    return f"mlgate-{runner}-{env_key(loaded)}"
+
+
+def venv_path(loaded: LoadedConfig) -> Path:
+    return venv_root() / env_key(loaded)
+
+
+def check_env(venv: Path) -> str | None:
+    """Why the venv at `venv` cannot be used as it is, or None: its interpreter still runs (a venv restored onto
+    a runner whose Python moved points at nothing) and it imports the libraries every project venv holds (a
+    half-restored one does not)."""
+    python = venv / "bin" / "python"
+    if not python.exists():  # exists() follows the link: a dangling interpreter link is missing
+        return f"its interpreter {python} is missing or points at a Python that is gone"
+    modules = ["pytest", "pydantic", "yaml", "pandas", "numpy"]
+    try:
+        done = subprocess.run(
+            [str(python), "-c", f"import {', '.join(modules)}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"its interpreter {python} does not run: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"it does not import its own libraries ({', '.join(modules)}): {last}"
+    return None
+
+
+def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | None:
+    """The project venv's python, built if missing or stale; None when `environment.install` is empty.
+
+    `check`: also run `check_env` on a venv that is already there (one just restored from a CI cache), and
+    rebuild it when it fails: a venv is never used half valid."""
     settings = loaded.model.environment
     if not settings.install:
         return None
@@ -87,8 +125,11 @@ def ensure_project_env(loaded: LoadedConfig) -> Path | None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = venv / MARKER
         if marker.is_file() and marker.read_text(encoding="utf-8").strip() == key and python.is_file():
-            _install_local(loaded, python)
-            return python
+            problem = check_env(venv) if check else None
+            if problem is None:
+                _install_local(loaded, python)
+                return python
+            print(f"mlgate: the project environment {venv} is broken ({problem}): building it again", flush=True)
         shutil.rmtree(venv, ignore_errors=True)
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
         if made.returncode != 0:

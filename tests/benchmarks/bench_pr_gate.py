@@ -2,7 +2,9 @@
 
 Cold: a new workbench, so the setup action finds no venv in the runner's tool cache nor in the
 (stand-in) actions cache and builds it from the lock file; pip's own download cache on the machine
-is left as it is. Warm: the same PR again on that workbench. Stages are act's per-step timings.
+is left as it is. Warm: the same PR again on that workbench. Restored: once more after removing the
+project venv from the runner's tool cache: each job restores it from the Actions cache (stand-in), as
+on a fresh hosted runner (actions/project-env). Stages are act's per-step timings.
 The train job's overhead is its whole time minus the training command's own (from mlgate's
 `timings` line): set-up of mlgate and the project venv, device probe, dvc pull and MLflow calls.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +48,9 @@ def stages(result: ActResult) -> dict[str, float]:
     return found
 
 
+# cold: empty caches; warm: the same PR again; restored: again after removing the project venv from the runner's
+# tool cache, so each job restores it from the Actions cache (stand-in), as a fresh hosted runner would.
+LABELS = ("cold", "warm", "restored")
 TIMINGS = re.compile(r"\[[^\]]*train\s*\]\s+\|\s+mlgate train: timings (?P<json>\{.*\})")
 
 
@@ -83,7 +89,11 @@ def main() -> int:
             bench = Workbench(Path(tmp), tracking_uri=server.uri)
             project = bench.new_project("bench")
             runs = {}
-            for label in ("cold", "warm"):
+            for label in LABELS:
+                if label == "restored":
+                    # A fresh hosted runner: no project venv on the machine, the Actions cache (stand-in) has it.
+                    for venv in bench.venv_root.glob("project-*"):
+                        shutil.rmtree(venv)
                 result = bench.act(project)
                 if result.returncode != 0:
                     print(result.output[-5000:], file=sys.stderr)
@@ -96,15 +106,16 @@ def main() -> int:
                 }
         finally:
             server.stop()
-    names = sorted(set(runs["cold"]["stages_s"]) | set(runs["warm"]["stages_s"]))
+    names = sorted(set().union(*(runs[label]["stages_s"] for label in LABELS)))
     width = max(len(n) for n in [*names, "stage"])
-    print(f"{'stage':<{width}}  {'cold s':>8}  {'warm s':>8}")
+    print(f"{'stage':<{width}}  " + "  ".join(f"{label + ' s':>10}" for label in LABELS))
     for name in names:
-        cold = runs["cold"]["stages_s"].get(name, float("nan"))
-        warm = runs["warm"]["stages_s"].get(name, float("nan"))
-        print(f"{name:<{width}}  {cold:>8.2f}  {warm:>8.2f}")
-    print(f"{'TOTAL (act wall time)':<{width}}  {runs['cold']['total_s']:>8.2f}  {runs['warm']['total_s']:>8.2f}")
-    for label in ("cold", "warm"):
+        print(
+            f"{name:<{width}}  "
+            + "  ".join(f"{runs[label]['stages_s'].get(name, float('nan')):>10.2f}" for label in LABELS)
+        )
+    print(f"{'TOTAL (act wall time)':<{width}}  " + "  ".join(f"{runs[label]['total_s']:>10.2f}" for label in LABELS))
+    for label in LABELS:
         train = runs[label]["train"]
         print(
             f"train job ({label}): {train['job_s']:.1f} s, training command {train['training_command_s']:.1f} s, "
