@@ -1,7 +1,7 @@
 """`mlgate env`: the model project's venv (`environment.install`) for a CI cache.
 
     mlgate env key      # where the venv lives and its cache key (outputs: needed, path, key, use-cache, present)
-    mlgate env ensure   # check a venv restored from the cache, build it when missing or broken (output: built)
+    mlgate env ensure   # check a venv (one restored from a cache), build it when missing or broken (output: built)
 
 `actions/project-env` runs `key`, restores the path from actions/cache under the key, runs `ensure`, and
 saves the path under the key when `ensure` built it. The gates find the venv ready.
@@ -13,7 +13,7 @@ import argparse
 import os
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, env_default
+from mlgate.cli import add_config_argument, env_default, flag_default
 from mlgate.config import load_config
 from mlgate.errors import InputError
 
@@ -24,6 +24,15 @@ CACHE_CHOICES = ("auto", "true", "false")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("operation", nargs="?", choices=OPERATIONS, default=env_default("operation"))
     add_config_argument(parser)
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--check",
+        dest="check",
+        action="store_true",
+        default=flag_default("check") is not False,
+        help="ensure: check a venv that is there (default: one just restored from a cache may be half valid)",
+    )
+    check.add_argument("--no-check", dest="check", action="store_false", help="ensure: trust a venv that is there")
     parser.add_argument(
         "--cache",
         default=env_default("cache", "auto"),
@@ -71,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     marker = projenv.venv_path(loaded) / projenv.MARKER
     before = marker.stat().st_mtime_ns if marker.is_file() else None
     with gha.group("project environment (environment.install)"):
-        python = projenv.ensure_project_env(loaded, check=True)
+        python = projenv.ensure_project_env(loaded, check=args.check)
     after = marker.stat().st_mtime_ns if marker.is_file() else None
     built = before is None or after != before
     gha.set_outputs({"built": str(built).lower(), "python": str(python or "")})
-    print(f"mlgate env: the project venv is ready ({'built here' if built else 'as restored, checked'}): {python}")
+    state = "built here" if built else ("there, checked" if args.check else "there")
+    print(f"mlgate env: the project venv is ready ({state}): {python}")
     return 0
