@@ -93,7 +93,8 @@ def main() -> int:
                 if label == "restored":
                     # A fresh hosted runner: no project venv on the machine, the Actions cache (stand-in) has it.
                     for venv in bench.venv_root.glob("project-*"):
-                        shutil.rmtree(venv)
+                        if venv.is_dir():  # not its lock file
+                            shutil.rmtree(venv)
                 result = bench.act(project)
                 if result.returncode != 0:
                     print(result.output[-5000:], file=sys.stderr)
