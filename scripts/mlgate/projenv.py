@@ -76,6 +76,14 @@ def venv_path(loaded: LoadedConfig) -> Path:
     return venv_root() / env_key(loaded)
 
 
+def is_built(venv: Path) -> bool:
+    """Whether the venv at `venv` (named by its key) was built to the end: its marker holds that key, and its
+    interpreter link resolves."""
+    marker = venv / MARKER
+    python = venv / "bin" / "python"
+    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == venv.name and python.is_file()
+
+
 def check_env(venv: Path) -> str | None:
     """Why the venv at `venv` cannot be used as it is, or None: its interpreter still runs (a venv restored onto
     a runner whose Python moved points at nothing) and it imports the libraries every project venv holds (a
@@ -124,7 +132,7 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
     with open(venv.parent / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = venv / MARKER
-        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == key and python.is_file():
+        if is_built(venv):
             problem = check_env(venv) if check else None
             if problem is None:
                 _install_local(loaded, python)

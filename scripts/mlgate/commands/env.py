@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         venv = projenv.venv_path(loaded)
         key = projenv.cache_key(loaded) if needed else ""
         # Already on this runner (a self-hosted runner's tool cache): nothing to restore.
-        marker = venv / projenv.MARKER
-        present = needed and marker.is_file() and marker.read_text(encoding="utf-8").strip() == venv.name
+        present = needed and projenv.is_built(venv)
         outputs = {"needed": needed, "path": str(venv) if needed else "", "key": key, "use-cache": cached}
         gha.set_outputs({name: str(value).lower() if isinstance(value, bool) else value for name, value in
                          (outputs | {"present": present}).items()})  # fmt: skip
