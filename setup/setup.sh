@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Sets up mlgate in a private venv for the root action. Two phases, so the cache can sit between:
-#   setup.sh key      -> outputs venv path, cache key and whether to use the cache
+#   setup.sh key      -> outputs venv path, cache key, whether to use the cache and whether the venv
+#                        is already on this runner (a self-hosted runner's tool cache: no restore then)
 #   setup.sh install  -> builds the venv from the lock file unless it is already there, then
-#                        installs mlgate itself from this action's checkout (its own ref)
+#                        installs mlgate itself from this action's checkout (its own ref) unless that
+#                        very source is what the venv already holds (a hash of the package's files)
+# The install holds a lock ($venv.lock, flock) so that two jobs on one runner never build or reinstall
+# the same venv at once.
 # Every dependency installs in pip's hash-checking mode: setup/lockfile.py picks the lock's entries
 # (each with the sha256 of its files) for the extras asked for, and pip refuses any other file.
 set -euo pipefail
 action_path="${GITHUB_ACTION_PATH:?run this from the root action}"
 lock="$action_path/setup/requirements.lock"
-extras="${MLGATE_SETUP_EXTRAS:-lint,data}"
+extras="${MLGATE_SETUP_EXTRAS-lint,data}"  # set but empty: the core only (the input's documented meaning)
 extras="${extras// /}"
 python="${MLGATE_SETUP_PYTHON:-python3}"
 out="${GITHUB_OUTPUT:-/dev/null}"
@@ -32,10 +36,19 @@ case "${1:-}" in
         { [ "${GITHUB_REF_TYPE:-}" = "tag" ] || [ "${GITHUB_EVENT_NAME:-}" = "release" ]; }; }; then
       use_cache=false
     fi
-    { echo "venv=$venv"; echo "key=$key"; echo "use-cache=$use_cache"; } >> "$out"
+    present=false
+    if [ -f "$venv/.mlgate-lock" ] && [ "$(cat "$venv/.mlgate-lock")" = "$key" ]; then
+      present=true
+    fi
+    { echo "venv=$venv"; echo "key=$key"; echo "use-cache=$use_cache"; echo "present=$present"; } >> "$out"
     ;;
   install)
     installed=false
+    mkdir -p "$(dirname "$venv")"
+    if command -v flock >/dev/null 2>&1; then
+      exec 9>"$venv.lock"
+      flock 9
+    fi
     if [ ! -f "$venv/.mlgate-lock" ] || [ "$(cat "$venv/.mlgate-lock")" != "$key" ]; then
       echo "::group::mlgate: create venv $venv (extras: ${extras:-none})"
       rm -rf "$venv"
@@ -49,9 +62,17 @@ case "${1:-}" in
       installed=true
       echo "::endgroup::"
     fi
-    # The cached venv holds the dependencies; mlgate always comes from this action's own ref.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-      --force-reinstall "$action_path" >/dev/null
+    # The cached venv holds the dependencies; mlgate always comes from this action's own ref: reinstalled
+    # unless the venv's stamp holds the hash of this very source (the package's files and pyproject.toml).
+    source_hash=$(cd "$action_path" && find scripts pyproject.toml -type f \
+      ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z \
+      | xargs -0 sha256sum | sha256sum | cut -c1-32)
+    if [ ! -f "$venv/.mlgate-source" ] || [ "$(cat "$venv/.mlgate-source")" != "$source_hash" ]; then
+      rm -f "$venv/.mlgate-source"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+        --force-reinstall "$action_path" >/dev/null
+      echo "$source_hash" > "$venv/.mlgate-source"
+    fi
     echo "$venv/bin" >> "${GITHUB_PATH:-/dev/null}"
     # From the package, not `mlgate --version`'s stdout: a step's stdout may also carry workflow commands.
     version=$("$venv/bin/python" -c 'import mlgate; print(mlgate.__version__)')

@@ -90,10 +90,12 @@ def _ruff(args: list[str], label: str, paths: list[str], root: Path) -> ToolRun:
     return run
 
 
-def _mypy(paths: list[str], strict: bool, root: Path, python: Path | None) -> ToolRun:
+def _mypy(paths: list[str], strict: bool, root: Path, python: Path | None, cache_dir: Path | None) -> ToolRun:
     # --python-executable: mypy resolves third-party imports in the project's venv, not mlgate's.
     target = ["--python-executable", str(python)] if python else []
-    command = [_tool("mypy"), "-O", "json", "--no-error-summary", *target, *(["--strict"] if strict else []), *paths]
+    cache = ["--cache-dir", str(cache_dir)] if cache_dir else []
+    options = [*target, *cache, *(["--strict"] if strict else [])]
+    command = [_tool("mypy"), "-O", "json", "--no-error-summary", *options, *paths]
     done = _run(command, root)
     run = ToolRun(tool="mypy", command=command, exit_code=done.returncode)
     parsed_any = False
@@ -133,8 +135,10 @@ def run_lint(
     mypy: bool = True,
     strict: bool = False,
     python: Path | None = None,
+    mypy_cache: Path | None = None,
 ) -> LintReport:
-    """Run the enabled linters over `paths` (relative to `root`) and return every finding."""
+    """Run the enabled linters over `paths` (relative to `root`) and return every finding. mypy reads the
+    project's imports from the venv of `python` and keeps its cache in `mypy_cache` (its default when None)."""
     for path in paths:
         if not (root / path).exists():
             raise InputError(
@@ -147,5 +151,5 @@ def run_lint(
     if format_check:
         runs.append(_ruff(["format", "--check"], "ruff format", paths, root))
     if mypy:
-        runs.append(_mypy(paths, strict, root, python))
+        runs.append(_mypy(paths, strict, root, python, mypy_cache))
     return LintReport(runs=runs)

@@ -23,6 +23,9 @@ from mlgate.errors import ToolError
 MARKER = ".mlgate-env"
 # The editable install of the project made from a checkout (_install_local): skipped while it still holds.
 LOCAL_STAMP = ".mlgate-local"
+# mypy's cache for the project (`mlgate lint`), kept in the venv's folder: most of it is the types of the
+# venv's third-party libraries (for a torch project, about 20 s of mypy's time), valid as long as the venv is.
+MYPY_CACHE = ".mlgate-mypy-cache"
 # Files whose content decides what `pip install` resolves, besides those named with -r / -c.
 PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 # What mlgate's own code needs inside the project venv: the model-test plugin runs there under pytest,
@@ -74,6 +77,22 @@ def cache_key(loaded: LoadedConfig) -> str:
 
 def venv_path(loaded: LoadedConfig) -> Path:
     return venv_root() / env_key(loaded)
+
+
+def mypy_cache_dir(python: Path) -> Path:
+    """Where `mlgate lint` keeps mypy's cache for the project venv whose interpreter is `python`."""
+    return python.parent.parent / MYPY_CACHE
+
+
+def mypy_cache_key(venv_cache_key: str) -> str:
+    """The CI cache key of that mypy cache: the venv's own key and the version of mypy that wrote it (mlgate's)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("mypy")
+    except metadata.PackageNotFoundError:
+        version = "none"
+    return f"{venv_cache_key}-mypy-{version}"
 
 
 def is_built(venv: Path) -> bool:

@@ -54,6 +54,11 @@ def test_good_pr_passes_then_a_worse_model_fails_against_the_champion(
     # skl2onnx's graph of the pipeline, re-tested and selected; INT8 declined, with the reason.
     assert re.search(r"mlgate compress: selected onnx-fp32 models:/m-\w+", good.output), good.output[-6000:]
     assert "onnx-int8: not built, nothing to quantize" in good.output
+    # A cold workbench: lint built the project venv, found no mypy cache for it, and saved the one mypy wrote
+    # (in the venv's folder) under the key of its own, for the jobs on fresh runners that restore the venv.
+    saved = [path.name for path in (workbench.cache_dir / "standin-cache").iterdir()]
+    assert any(re.fullmatch(r"mlgate-Linux-.+-project-churn-.+-mypy-[\d.]+", name) for name in saved), saved
+    assert any((workbench.venv_root).glob("project-churn-*/.mlgate-mypy-cache/CACHEDIR.TAG"))
     assert "dvc pull" not in good.output  # data.dvc is false: the committed CSVs are read as they are
     assert "mlgate test-model: passed; promotable" in good.output
     comment = github_api.comments(REPO, PR)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ def test_key_names_the_path_and_a_key_that_follows_the_files_and_the_runner(proj
     assert found["needed"] == "true" and found["use-cache"] == "true" and found["present"] == "false"
     assert found["path"] == str(project / "venvs" / projenv.env_key(loaded))
     assert found["key"] == f"mlgate-Linux-X64-{projenv.env_key(loaded)}"
+    # mypy's cache (actions/lint) sits in the venv's folder, under a key of its own: the venv's and mypy's version.
+    assert found["mypy-cache-path"] == str(Path(found["path"]) / projenv.MYPY_CACHE)
+    assert found["mypy-cache-key"] == f"{found['key']}-mypy-{metadata.version('mypy')}"
     _, other_runner = env_command(project, "key", RUNNER_OS="macOS", RUNNER_ARCH="ARM64")
     assert other_runner["key"] != found["key"] and other_runner["path"] == found["path"]
     (project / "requirements.txt").write_text("# changed\n")
@@ -102,6 +106,9 @@ def test_ensure_builds_once_then_finds_it_and_rebuilds_a_broken_one(project: Pat
 def test_no_environment_install_needs_no_venv(tmp_path: Path) -> None:
     (tmp_path / "mlgate.yaml").write_text("version: 1\nproject: demo\n")
     _, key = env_command(tmp_path, "key")
-    assert key == {"needed": "false", "path": "", "key": "", "use-cache": "false", "present": "false"}
+    assert key == {"needed": "false", "path": "", "key": "", "use-cache": "false", "present": "false"} | {
+        "mypy-cache-path": "",
+        "mypy-cache-key": "",
+    }
     done, ensured = env_command(tmp_path, "ensure")
     assert done.returncode == 0 and ensured == {"built": "false", "python": ""}

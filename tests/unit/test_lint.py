@@ -41,6 +41,17 @@ def test_strict_mypy_only_when_asked(tmp_path: Path) -> None:
     assert any(f.tool == "mypy" and f.code == "no-untyped-def" for f in strict)
 
 
+def test_mypy_keeps_its_cache_where_asked_and_finds_the_same_from_it(tmp_path: Path) -> None:
+    root = project(tmp_path, "def f(x: int) -> str:\n    return x\n")
+    cache = tmp_path / "venv" / ".mlgate-mypy-cache"
+    first = run_lint(root, ["src"], ruff=False, format_check=False, mypy_cache=cache)
+    assert "--cache-dir" in first.runs[0].command
+    assert (cache / "CACHEDIR.TAG").is_file() and len(list(cache.rglob("*"))) > 2
+    assert not (root / ".mypy_cache").exists()
+    again = run_lint(root, ["src"], ruff=False, format_check=False, mypy_cache=cache)
+    assert [(f.code, f.line) for f in again.findings] == [(f.code, f.line) for f in first.findings] != []
+
+
 def test_missing_path_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="'nope' does not exist"):
         run_lint(project(tmp_path, "x = 1\n"), ["nope"])

@@ -1,6 +1,7 @@
 """`mlgate env`: the model project's venv (`environment.install`) for a CI cache.
 
-    mlgate env key      # where the venv lives and its cache key (outputs: needed, path, key, use-cache, present)
+    mlgate env key      # where the venv lives and its cache key (outputs: needed, path, key, use-cache, present,
+                        # mypy-cache-path, mypy-cache-key)
     mlgate env ensure   # check a venv (one restored from a cache), build it when missing or broken (output: built)
 
 `actions/project-env` runs `key`, restores the path from actions/cache under the key, runs `ensure`, and
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         # Already on this runner (a self-hosted runner's tool cache): nothing to restore.
         present = needed and projenv.is_built(venv)
         outputs = {"needed": needed, "path": str(venv) if needed else "", "key": key, "use-cache": cached}
+        # Where `mlgate lint` keeps mypy's cache next to this venv, and that cache's own CI key (actions/lint).
+        outputs |= {
+            "mypy-cache-path": str(projenv.mypy_cache_dir(venv / "bin" / "python")) if needed else "",
+            "mypy-cache-key": projenv.mypy_cache_key(key) if needed else "",
+        }
         gha.set_outputs({name: str(value).lower() if isinstance(value, bool) else value for name, value in
                          (outputs | {"present": present}).items()})  # fmt: skip
         if needed:

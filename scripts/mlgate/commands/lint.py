@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from mlgate import gha
 from mlgate.cli import add_config_argument, env_default, flag_default
 from mlgate.config import load_config
 from mlgate.errors import GateFailed
 from mlgate.lint import LintReport, run_lint
-from mlgate.projenv import ensure_project_env
+from mlgate.projenv import ensure_project_env, mypy_cache_dir
 
 SUMMARY_ROWS = 50
 
@@ -46,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
     paths = args.paths.replace(",", " ").split() if args.paths else settings.paths
     strict = settings.strict if args.strict is None else args.strict
     python = None
+    mypy_cache = None
     if settings.mypy and loaded.model.environment.install:
         with gha.group("project environment (environment.install)"):
             python = ensure_project_env(loaded)
+        # Kept with the venv (a runner's tool cache, or actions/cache in actions/lint); MYPY_CACHE_DIR wins.
+        if python is not None and not os.environ.get("MYPY_CACHE_DIR"):
+            mypy_cache = mypy_cache_dir(python)
     with gha.group("ruff check, ruff format --check, mypy"):
         report = run_lint(
             loaded.root,
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             mypy=settings.mypy,
             strict=strict,
             python=python,
+            mypy_cache=mypy_cache,
         )
     for finding in report.findings:
         gha.annotation(
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     gha.add_summary(render(report))
     gha.set_output("passed", "true" if report.passed else "false")
     gha.set_output("findings", str(len(report.findings)))
+    gha.set_output("mypy-cache", str(mypy_cache or ""))
     if not report.passed:
         by_tool = ", ".join(f"{run.tool}: {len(run.findings)}" for run in report.runs if run.findings)
         raise GateFailed(f"lint failed ({by_tool})", hint="run `mlgate lint` locally; ruff can fix most of it")
