@@ -178,6 +178,51 @@ class DataConfig(_Model):
         return self
 
 
+class DistributedConfig(_Model):
+    """Training through PyTorch's launcher (torchrun, DistributedDataParallel): processes on this runner and,
+    for a job spread over several runners, the nodes and their rendezvous."""
+
+    nproc_per_node: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto",
+        description="Processes on each node: `auto` is one per visible GPU (one process when no GPU is visible, "
+        "said in the log), or a number (CPU processes with Gloo on a CPU device).",
+    )
+    nnodes: int = Field(
+        1, ge=1, description="Nodes (runners) taking part; each runs `mlgate train` with its node_rank."
+    )
+    node_rank: int = Field(
+        0,
+        ge=0,
+        description="This node's rank, 0 to nnodes-1 (usually the workflow input); node 0 opens the MLflow run.",
+    )
+    rdzv_endpoint: str | None = Field(
+        None,
+        description="host:port of node 0, where the nodes meet (torchrun's static rendezvous); needed when nnodes > 1.",
+    )
+    rdzv_id: str | None = Field(
+        None,
+        description="The job's id, the same on every node (tagged on the MLflow run); default: the workflow run's id "
+        "and attempt (GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT), else `mlgate`.",
+    )
+
+    @model_validator(mode="after")
+    def _nodes(self) -> DistributedConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"train.distributed.node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("train.distributed.rdzv_endpoint (host:port of node 0) is needed when nnodes > 1")
+        if self.rdzv_endpoint is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", self.rdzv_endpoint):
+            raise ValueError(f"train.distributed.rdzv_endpoint {self.rdzv_endpoint!r} is not host:port")
+        return self
+
+
+def _distributed_schema(schema: dict[str, Any]) -> None:
+    # The shorthands the validator accepts, beside the mapping: what an editor checks mlgate.yaml against.
+    mapping = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    schema["anyOf"] = [{"enum": ["none", "auto"]}, {"type": "integer", "minimum": 1}, *mapping]
+    schema["default"] = "none"
+
+
 class TrainConfig(_Model):
     """The training gate: how the project trains, with which profiles, tracked in MLflow."""
 
@@ -210,11 +255,40 @@ class TrainConfig(_Model):
         1e-6, ge=0, description="Largest absolute difference of each metric between two same-seed runs."
     )
     log_model: bool = Field(True, description="Require the run to log a model (`log_model(name=...)`).")
+    distributed: DistributedConfig | None = Field(
+        None,
+        description="`none`: one process (default). `auto`: one torchrun process per visible GPU of this runner. "
+        "A number: that many processes. A mapping: nproc_per_node, and nnodes, node_rank, rdzv_endpoint, rdzv_id "
+        "for a job on several runners. The training code calls mlgate_runtime.setup(), which joins the group.",
+        json_schema_extra=_distributed_schema,
+    )
+
+    @field_validator("distributed", mode="before")
+    @classmethod
+    def _distributed_shorthand(cls, value: Any) -> Any:
+        # One shape after this: None, or the mapping (a bare `auto` or number is one node's processes).
+        if value is None or value == "none":
+            return None
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"train.distributed {value} must be at least 1 process")
+            return {"nproc_per_node": value}
+        if isinstance(value, dict):
+            return value
+        raise ValueError(
+            f"train.distributed {value!r} is none of: none, auto, a number of processes, or a mapping "
+            "(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)"
+        )
 
     @model_validator(mode="after")
     def _one_way_to_train(self) -> TrainConfig:
         if bool(self.command) == bool(self.stage):
             raise ValueError("set exactly one of train.command (a shell command) and train.stage (a DVC stage)")
+        if self.stage and self.distributed is not None:
+            raise ValueError(
+                "train.distributed needs train.command (mlgate starts it through torchrun); a DVC stage's cmd "
+                "would have to call torchrun itself"
+            )
         return self
 
 

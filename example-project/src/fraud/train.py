@@ -8,11 +8,16 @@ from the profile (`train.profiles.<name>` in mlgate.yaml, as MLGATE_PARAMS); eve
 parameter has a default (`TrainParams`). Logged to the run: per-epoch `train_loss`, `val_loss`,
 `val_roc_auc` (step = epoch), holdout metrics on test.csv, the decision threshold, the training
 throughput, and the model (an MLflow pyfunc, see `fraud.model.FraudModel`).
+
+Under torchrun (`train.distributed` in mlgate.yaml) every rank trains a DistributedDataParallel replica
+on its share of each epoch's rows, in batches of batch_size / world size, so the global batch and thus the
+averaged gradient stay those of one process; rank 0 alone logs to MLflow and logs the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -21,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -39,9 +44,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from fraud.features import FEATURES, LABEL, NUMERIC_FEATURES
 from fraud.model import FraudMLP, FraudModel, Preprocessor, check_features
+
+if TYPE_CHECKING:
+    from mlgate_runtime import TrainContext
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -241,34 +250,46 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 def fit(
-    data: Split, params: TrainParams, seed: int, device: torch.device, on_epoch: EpochCallback
+    data: Split, params: TrainParams, ctx: TrainContext, device: torch.device, on_epoch: EpochCallback
 ) -> tuple[FraudModel, float]:
     """Train the MLP; call `on_epoch(epoch, metrics)` after each epoch (epochs count from 1).
 
     Returns the model (threshold still unset: 0.5) and the seconds spent in the training loop
-    proper (forward, backward, optimiser steps; no validation).
+    proper (forward, backward, optimiser steps; no validation). Under torchrun each rank fits its
+    share of every epoch's rows (the same seeded permutation on every rank, each taking every
+    world_size-th row), with its own dropout masks (its own seed, `ctx.seed`).
     """
     x_fit = torch.from_numpy(data.preprocessor.transform(data.fit)).to(device)
     y_fit = torch.from_numpy(data.fit_labels.astype(np.float32)).to(device)
     x_val = torch.from_numpy(data.preprocessor.transform(data.val)).to(device)
     y_val = torch.from_numpy(data.val_labels.astype(np.float32)).to(device)
-    n_fit = len(y_fit)
+    world, rank = ctx.world_size, ctx.rank
+    n_used = len(y_fit) - len(y_fit) % world  # every rank the same number of rows (and batches)
+    batch_size = max(1, params.batch_size // world)
 
-    torch.manual_seed(seed)  # the initial weights and dropout masks depend on the seed alone
-    network = FraudMLP(data.preprocessor.n_outputs, params.hidden, params.dropout).to(device)
+    torch.manual_seed(ctx.base_seed)  # the initial weights depend on the declared seed alone, on every rank
+    module = FraudMLP(data.preprocessor.n_outputs, params.hidden, params.dropout).to(device)
+    if ctx.distributed:
+        torch.manual_seed(ctx.seed)  # each rank its own dropout masks, reproducibly
+    network: nn.Module = (
+        DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.distributed
+        else module
+    )
     optimizer = torch.optim.AdamW(network.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(params.pos_weight, device=device))
-    shuffle = torch.Generator().manual_seed(seed)  # CPU generator: the batch order is device-independent
+    # CPU generator, the declared seed: the batch order is device-independent and the same on every rank.
+    shuffle = torch.Generator().manual_seed(ctx.base_seed)
 
     train_seconds = 0.0
     for epoch in range(1, params.epochs + 1):
         network.train()
-        order = torch.randperm(n_fit, generator=shuffle).to(device)
+        order = torch.randperm(len(y_fit), generator=shuffle)[:n_used][rank::world].to(device)
         loss_sum = torch.zeros((), device=device)
         _sync(device)
         started = time.perf_counter()
-        for start in range(0, n_fit, params.batch_size):
-            batch = order[start : start + params.batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
             loss = loss_fn(network(x_fit[batch]), y_fit[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -276,22 +297,24 @@ def fit(
             loss_sum += loss.detach() * len(batch)
         _sync(device)
         train_seconds += time.perf_counter() - started
+        train_loss = ctx.reduce(loss_sum, op="sum") / n_used  # every rank's rows
 
-        network.eval()
+        module.eval()
         with torch.inference_mode():
-            val_logits = network(x_val)
+            val_logits = module(x_val)
             val_loss = float(loss_fn(val_logits, y_val))
-        on_epoch(
-            epoch,
-            {
-                "train_loss": float(loss_sum) / n_fit,
-                "val_loss": val_loss,
-                "val_roc_auc": float(roc_auc_score(data.val_labels, val_logits.cpu().numpy())),
-            },
-        )
+        if ctx.is_main:
+            on_epoch(
+                epoch,
+                {
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_roc_auc": float(roc_auc_score(data.val_labels, val_logits.cpu().numpy())),
+                },
+            )
     model = FraudModel(
         data.preprocessor,
-        network.state_dict(),
+        module.state_dict(),
         params.hidden,
         params.dropout,
         threshold=0.5,
@@ -301,45 +324,49 @@ def fit(
 
 
 def train(
-    seed: int,
-    device_name: str,
-    profile: str,
+    ctx: TrainContext,
     params: TrainParams,
     train_frame: pd.DataFrame,
     test_frame: pd.DataFrame,
     raw_params: Mapping[str, Any],
 ) -> None:
-    """Fit, evaluate and log one model into the active (or resumed) MLflow run."""
-    data = split(train_frame, params, seed)
-    device = torch.device(device_name)
+    """Fit, evaluate and log one model into the active (or resumed) MLflow run; under torchrun every rank
+    fits, rank 0 alone opens the run and logs."""
+    data = split(train_frame, params, ctx.base_seed)  # the same rows on every rank
+    device = torch.device(ctx.device)
     if params.threads > 0:
         torch.set_num_threads(params.threads)
     n_fit = len(data.fit)
-    with mlflow.start_run():
-        mlflow.log_params(
-            {
-                **TrainParams.mlflow_params(raw_params),
-                "train_rows": str(n_fit),
-                "val_rows": str(len(data.val)),
-                "holdout_rows": str(len(test_frame)),
-                "n_inputs": str(data.preprocessor.n_outputs),
-            }
-        )
+    with mlflow.start_run() if ctx.is_main else contextlib.nullcontext():
+        if ctx.is_main:
+            mlflow.log_params(
+                {
+                    **TrainParams.mlflow_params(raw_params),
+                    "train_rows": str(n_fit),
+                    "val_rows": str(len(data.val)),
+                    "holdout_rows": str(len(test_frame)),
+                    "n_inputs": str(data.preprocessor.n_outputs),
+                }
+            )
         print(
-            f"fraud.train: profile {profile}, seed {seed}, device {device}, {n_fit} train rows, "
-            f"{len(data.val)} validation rows, {len(test_frame)} holdout rows"
+            f"fraud.train: profile {ctx.profile}, seed {ctx.seed}, device {device}, rank {ctx.rank} of "
+            f"{ctx.world_size}, {n_fit} train rows, {len(data.val)} validation rows, "
+            f"{len(test_frame)} holdout rows"
         )
 
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch)
             print(f"epoch {epoch}/{params.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
-        model, train_seconds = fit(data, params, seed, device, log_epoch)
+        model, train_seconds = fit(data, params, ctx, device, log_epoch)
+        if not ctx.is_main:
+            return
         model.threshold = best_f1_threshold(data.val_labels, model.predict_proba(data.val))
         holdout = holdout_metrics(
             test_frame[LABEL].to_numpy(dtype=np.int64), model.predict_proba(test_frame), model.threshold
         )
-        samples_per_second = n_fit * params.epochs / train_seconds if train_seconds > 0 else 0.0
+        n_used = n_fit - n_fit % ctx.world_size  # the rows every rank together fitted on, each epoch
+        samples_per_second = n_used * params.epochs / train_seconds if train_seconds > 0 else 0.0
 
         example = input_example(data.fit)
         with warnings.catch_warnings():  # integer columns are declared `long` on purpose (input_example)
@@ -392,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    train(ctx.seed, ctx.device, ctx.profile, params, train_frame, test_frame, ctx.params)
+    train(ctx, params, train_frame, test_frame, ctx.params)
     return 0
 
 

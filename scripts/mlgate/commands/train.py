@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING
@@ -18,8 +19,8 @@ from mlgate.cli import (
     outputs_path,
     require_tracking_uri,
 )
-from mlgate.config import load_config
-from mlgate.errors import GateFailed
+from mlgate.config import DistributedConfig, LoadedConfig, load_config
+from mlgate.errors import GateFailed, InputError
 
 if TYPE_CHECKING:
     from mlgate.train import TrainReport
@@ -59,7 +60,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=bool(flag_default("repro-check")),
         help="train twice with the same seed and fail when train.metrics differ by more than train.repro_tolerance",
     )
+    parser.add_argument(
+        "--distributed",
+        default=env_default("distributed"),
+        help="override train.distributed's processes on this node: none, auto (one per visible GPU) or a number",
+    )
+    parser.add_argument("--nnodes", default=env_default("nnodes"), help="override train.distributed.nnodes")
+    parser.add_argument("--node-rank", default=env_default("node-rank"), help="override train.distributed.node_rank")
+    parser.add_argument(
+        "--rdzv-endpoint", default=env_default("rdzv-endpoint"), help="override train.distributed.rdzv_endpoint"
+    )
+    parser.add_argument("--rdzv-id", default=env_default("rdzv-id"), help="override train.distributed.rdzv_id")
     add_outputs_argument(parser, OUTPUTS_FILE, "run-id, model-uri")
+
+
+def _whole(flag: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"{flag} {value!r} is not a whole number", hint=f"e.g. {flag} 2") from None
+
+
+def with_distributed_overrides(loaded: LoadedConfig, args: argparse.Namespace) -> LoadedConfig:
+    """train.distributed with the command line's (or the action inputs') overrides applied and validated."""
+    from pydantic import ValidationError
+
+    from mlgate.train import settings_of
+
+    flags = {"nnodes": _whole("--nnodes", args.nnodes), "node_rank": _whole("--node-rank", args.node_rank),
+             "rdzv_endpoint": args.rdzv_endpoint, "rdzv_id": args.rdzv_id}  # fmt: skip
+    given = {key: value for key, value in flags.items() if value is not None}
+    if args.distributed is None and not given:
+        return loaded
+    settings = settings_of(loaded)
+    current = settings.distributed.model_dump() if settings.distributed is not None else {}
+    choice = args.distributed.strip() if args.distributed is not None else None
+    if choice == "none":
+        if given:
+            names = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise InputError(f"--distributed none with {names}", hint="drop those, or ask for auto or a number")
+        new = None
+    else:
+        if choice is not None:
+            if choice != "auto" and not choice.isdigit():
+                raise InputError(
+                    f"--distributed {choice!r} is none of: none, auto, a number of processes",
+                    hint="e.g. --distributed auto (one process per visible GPU) or --distributed 2",
+                )
+            current["nproc_per_node"] = choice if choice == "auto" else int(choice)
+        try:
+            new = DistributedConfig.model_validate(current | given)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise InputError(
+                f"train.distributed with the overrides ({', '.join(f'{k}={v}' for k, v in given.items()) or choice}): "
+                f"{problem['msg']}",
+                hint="fix the distributed inputs (or the flags), e.g. rdzv-endpoint host:port when nnodes > 1",
+            ) from None
+    train = settings.model_copy(update={"distributed": new})
+    return dataclasses.replace(loaded, model=loaded.model.model_copy(update={"train": train}))
 
 
 def _fmt(value: float) -> str:
@@ -78,6 +139,17 @@ def render(report: TrainReport) -> str:
     head = "✅ trained" if ok else "❌ not reproducible"
     lines = [f"### mlgate train: {head} (profile `{report.profile}`)", ""]
     lines.append(f"- device: **{report.device.chosen}**: {report.device.note}")
+    launch = report.launch
+    if launch is not None:
+        lines.append(
+            f"- distributed (torchrun): world size **{launch.world_size}** = {launch.nnodes} node(s) x "
+            f"{launch.nproc_per_node} process(es), backend {launch.backend}; {launch.note}"
+        )
+        for item in report.devices:
+            lines.append(f"  - rank {item.get('rank')}: {item.get('host')}, {item.get('device')} ({item.get('name')})")
+        if launch.node_rank > 0:
+            lines.append(f"- MLflow: node 0's gate opens and fills the run; this is node {launch.node_rank}")
+            return "\n".join(lines)
     link = _run_link(report.tracking_uri, report.experiment_id, run.run_id)
     lines.append(f"- MLflow: {report.tracking_uri}, experiment `{report.experiment}`, run {link}")
     lines.append(f"- model: `{run.model_uri or 'none logged'}`")
@@ -110,7 +182,7 @@ def render(report: TrainReport) -> str:
 def run(args: argparse.Namespace) -> int:
     from mlgate.train import settings_of, train
 
-    loaded = load_config(args.config)
+    loaded = with_distributed_overrides(load_config(args.config), args)
     tracking_uri = require_tracking_uri(args.tracking_uri)
     outputs_file = outputs_path(args, loaded.root, OUTPUTS_FILE)
     try:
@@ -136,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if report.device.chosen == "cpu" and report.device.note.startswith("no GPU"):
         gha.annotation("warning", report.device.note, title="mlgate train")
+    launch = report.launch
     outputs: dict[str, object] = {
+        "world-size": launch.world_size if launch else 1,
         "run-id": run.run_id,
         "model-uri": run.model_uri or "",
         "experiment-id": report.experiment_id,

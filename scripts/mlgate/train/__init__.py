@@ -21,7 +21,7 @@ from mlgate.errors import ConfigError, GateFailed, ToolError
 from mlgate.mlflowio import SQL_SCHEMES, child_env, redact
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
-from mlgate.train import tracking
+from mlgate.train import distributed, tracking
 from mlgate.train.device import DeviceInfo, choose, precheck, probe
 from mlgate.train.lineage import data_hashes, lineage_tags
 
@@ -62,6 +62,9 @@ class TrainReport:
     repro_checked: bool = False
     # Seconds per phase: project env, device probe, dvc pull, MLflow calls, the training command itself.
     timings: dict[str, float] = field(default_factory=dict)
+    # torchrun's launch on this node (train.distributed), and every rank's host and device as the ranks reported.
+    launch: distributed.Launch | None = None
+    devices: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def main(self) -> TrainRun:
@@ -219,12 +222,13 @@ def train(
         require_sql_store(python, tracking_uri)
     lap("project_env")
     info = choose(probe(python or sys.executable), wanted_device, gpu_required)
+    launch = distributed.plan(settings.distributed, info, gpu_required)
     lap("device_probe")
     if pull_data and loaded.model.data.dvc:
         print("mlgate: dvc pull (data.dvc is true)", flush=True)
         dvc_pull(loaded, list(loaded.model.data.sources), dvc_remote_url)
     lap("dvc_pull")
-    tags = lineage_tags(loaded, info, profile, hashes)
+    tags = lineage_tags(loaded, info, profile, hashes) | (launch.tags() if launch else {})
     flat = _flat_params(params, profile, settings.seed)
     experiment = settings.experiment or loaded.model.project
     report = TrainReport(
@@ -235,8 +239,14 @@ def train(
         device=info,
         tags=tags,
         params=flat,
+        launch=launch,
     )
     command = _command(loaded, python)
+    if launch is not None and launch.node_rank > 0:
+        # Global rank 0, which logs, is on node 0: its gate opens the one MLflow run; this node only trains.
+        _train_other_node(loaded, report, command, launch, python, params, settings, info, tracking_uri)
+        report.timings = dict(timings)
+        return report
     for attempt in range(2 if repro_check else 1):
         run_tags = dict(tags)
         if attempt == 1:
@@ -252,15 +262,39 @@ def train(
                 python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
                 settings.seed, info.chosen, settings.deterministic,
             )  # fmt: skip
+            failure: distributed.RankFailure | None = None
             with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
                 log_path = Path(tmp) / "train.log"
-                code, tail, seconds = _start(command, loaded, env, log_path)
+                started, rank_logs, devices_file = command, Path(tmp) / "ranks", Path(tmp) / "devices.json"
+                if launch is not None:
+                    started = distributed.command(loaded, command, launch, rank_logs)
+                    env.update(distributed.environment(launch, devices_file))
+                code, tail, seconds = _start(started, loaded, env, log_path)
                 lap("training")
                 tail = [tracking.scrub(line, tracking_uri) for line in tail]
+                if launch is not None:
+                    report.devices = distributed.devices(devices_file)
+                    if code != 0:
+                        failure = distributed.failed_rank(tail, rank_logs)
                 try:
                     mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
+                    if launch is not None and rank_logs.is_dir():
+                        mlflow_client.log_artifacts(opened.run_id, str(rank_logs), artifact_path="mlgate/ranks")
                 except Exception as exc:
                     print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
+            if launch is not None:
+                dist_tags = distributed.device_tags(report.devices)
+                if failure is not None:
+                    failure = distributed.RankFailure(
+                        failure.rank, failure.local_rank, failure.exit_code,
+                        [tracking.scrub(line, tracking_uri) for line in failure.last_lines],
+                    )  # fmt: skip
+                    dist_tags["mlgate.failure"] = _failure_text(failure)[-5000:]
+                report.tags.update(dist_tags)
+                tags.update(dist_tags)
+                if dist_tags:
+                    set_tags = functools.partial(_set_run_tags, mlflow_client, opened.run_id, dist_tags)
+                    tracking.with_retries("tagging the run", tracking_uri, set_tags)
             if code != 0:
                 mark_failed = functools.partial(mlflow_client.set_terminated, opened.run_id, "FAILED")
                 tracking.with_retries("marking the run failed", tracking_uri, mark_failed)
@@ -281,6 +315,13 @@ def train(
             raise
         report.runs.append(TrainRun(opened.run_id, status, seconds, metrics, model_id, code, tail))
         if code != 0:
+            if failure is not None:
+                raise GateFailed(
+                    f"training command `{shlex.join(command)}` failed under torchrun: {_failure_text(failure)} "
+                    f"(torchrun stopped the other ranks; MLflow run {opened.run_id} marked FAILED)",
+                    hint="each rank's log is in the run's artifacts (mlgate/ranks); reproduce with `mlgate train` "
+                    "locally, or with train.distributed: none to rule the launcher out",
+                )
             raise GateFailed(
                 f"training command `{shlex.join(command)}` failed with exit code {code} "
                 f"(MLflow run {opened.run_id} marked FAILED); last lines:\n" + "\n".join(tail[-12:]),
@@ -301,6 +342,44 @@ def train(
             if not abs(a - b) <= settings.repro_tolerance:  # a missing metric (NaN) fails too
                 report.repro_differences[name] = (a, b)
     return report
+
+
+def _failure_text(failure: distributed.RankFailure) -> str:
+    code = f"exit code {failure.exit_code}" if failure.exit_code is not None else "failed"
+    return f"rank {failure.rank} (local rank {failure.local_rank}) {code}; its last lines:\n" + "\n".join(
+        failure.last_lines
+    )
+
+
+def _set_run_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def _train_other_node(
+    loaded: LoadedConfig, report: TrainReport, command: list[str], launch: distributed.Launch, python: Path | None,
+    params: dict[str, object], settings: TrainConfig, info: DeviceInfo, tracking_uri: str,
+) -> None:  # fmt: skip
+    """A node other than 0 of a multi-node run: its ranks train (none of them is rank 0, none logs), with no
+    MLflow run of its own; a failure is named by rank as on node 0."""
+    env = _environment(python, "", "", tracking_uri, report.profile, params, settings.seed, info.chosen,
+                       settings.deterministic)  # fmt: skip
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(name, None)
+    with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
+        rank_logs = Path(tmp) / "ranks"
+        env.update(distributed.environment(launch, Path(tmp) / "devices.json"))
+        started = distributed.command(loaded, command, launch, rank_logs)
+        code, tail, seconds = _start(started, loaded, env, Path(tmp) / "train.log")
+        failure = distributed.failed_rank(tail, rank_logs) if code != 0 else None
+    report.runs.append(TrainRun("", "FINISHED" if code == 0 else "FAILED", seconds, {}, None, code, tail))
+    if code != 0:
+        what = _failure_text(failure) if failure else "last lines:\n" + "\n".join(tail[-12:])
+        raise GateFailed(
+            f"node {launch.node_rank} of {launch.nnodes}: training command `{shlex.join(command)}` failed under "
+            f"torchrun: {what}",
+            hint="node 0's gate marks the MLflow run FAILED; fix the rank that failed first",
+        )
 
 
 def _start(
