@@ -6,6 +6,11 @@ then `--repeat` warm runs per profile and device. For each run it reads back fro
 training loop's own figures (`train_samples_per_second`, `train_seconds`) and takes mlgate's
 per-phase timings, so the gate's overhead (everything but the training command) is a share of
 the whole. With `--devices cpu,cuda` on a GPU machine it also prints the GPU/CPU ratio.
+
+`--nprocs 1,2` (the default) also trains each profile and device through torchrun (`--distributed N`) and prints,
+in the same run, the throughput and wall-time ratios against one process and the launcher's own cost: the part
+of the command that is not the training loop, minus that part with one process (startup of N interpreters,
+the process group, torchrun itself).
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ from tests.e2e.mlflow_server import MlflowServer
 TIMINGS_PREFIX = "mlgate train: timings "
 
 
-def train_once(project: Path, profile: str, device: str, uri: str, env: dict[str, str]) -> dict[str, float]:
+def train_once(
+    project: Path, profile: str, device: str, uri: str, env: dict[str, str], nproc: int = 1
+) -> dict[str, float]:
     command = [
         str(BIN / "mlgate"), "train", "--config", str(project / "mlgate.yaml"), "--profile", profile,
         "--device", device, "--tracking-uri", uri, "--no-dvc-pull",
+        "--distributed", str(nproc) if nproc > 1 else "none",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env, check=False)
@@ -64,6 +72,7 @@ def main() -> int:
     parser.add_argument("--profiles", default="quick,full")
     parser.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--nprocs", default="1,2", help="comma-separated process counts (torchrun above 1)")
     args = parser.parse_args()
     results: dict[str, object] = {}
     rows: list[tuple[str, dict[str, float]]] = []
@@ -79,10 +88,14 @@ def main() -> int:
             results["cold"] = cold
             for profile in args.profiles.split(","):
                 for device in args.devices.split(","):
-                    runs = [train_once(project, profile, device, server.uri, env) for _ in range(args.repeat)]
-                    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-                    results[f"{profile}/{device}"] = {"median": median, "runs": runs}
-                    rows.append((f"{profile}/{device} warm (median of {args.repeat})", median))
+                    for nproc in (int(n) for n in args.nprocs.split(",")):
+                        runs = [
+                            train_once(project, profile, device, server.uri, env, nproc) for _ in range(args.repeat)
+                        ]
+                        median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+                        name = f"{profile}/{device}" + (f" x{nproc}" if nproc > 1 else "")
+                        results[name] = {"median": median, "runs": runs}
+                        rows.append((f"{name} warm (median of {args.repeat})", median))
         finally:
             server.stop()
     for profile in args.profiles.split(","):
@@ -91,6 +104,22 @@ def main() -> int:
             results[f"{profile}/cuda_vs_cpu_throughput"] = (
                 gpu["median"]["samples_per_s"] / cpu["median"]["samples_per_s"]
             )
+    ratios = []
+    for profile in args.profiles.split(","):
+        for device in args.devices.split(","):
+            one = results.get(f"{profile}/{device}")
+            for nproc in (int(n) for n in args.nprocs.split(",") if int(n) > 1):
+                many = results.get(f"{profile}/{device} x{nproc}")
+                if not (isinstance(one, dict) and isinstance(many, dict)):
+                    continue
+                a, b = one["median"], many["median"]
+                entry = {
+                    "throughput_ratio": b["samples_per_s"] / a["samples_per_s"],
+                    "wall_ratio": b["wall_s"] / a["wall_s"],
+                    "launcher_overhead_s": (b["command_s"] - b["loop_s"]) - (a["command_s"] - a["loop_s"]),
+                }
+                results[f"{profile}/{device} x{nproc} vs x1"] = entry
+                ratios.append((f"{profile}/{device} x{nproc} vs x1", entry))
     header = f"{'run':<44} {'wall s':>7} {'cmd s':>7} {'loop s':>7} {'samples/s':>10} {'overhead':>9} {'AUC':>6}"
     print(header)
     print("-" * len(header))
@@ -103,6 +132,11 @@ def main() -> int:
     for key, value in results.items():
         if key.endswith("cuda_vs_cpu_throughput"):
             print(f"{key}: {value:.1f}x")
+    for label, entry in ratios:
+        print(
+            f"{label}: throughput {entry['throughput_ratio']:.2f}x, wall time {entry['wall_ratio']:.2f}x, "
+            f"launcher overhead {entry['launcher_overhead_s']:+.1f} s"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
     print(f"wrote {args.out}")
