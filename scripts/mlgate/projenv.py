@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from mlgate.config import LoadedConfig
@@ -155,7 +156,9 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
             problem = check_env(venv) if check else None
             if problem is None:
                 _install_local(loaded, python)
-                return python
+                problem = check_project(loaded, python) if check else None
+                if problem is None:
+                    return python
             print(f"mlgate: the project environment {venv} is broken ({problem}): building it again", flush=True)
         shutil.rmtree(venv, ignore_errors=True)
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
@@ -179,6 +182,55 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
         marker.write_text(key + "\n", encoding="utf-8")
         _install_local(loaded, python)
     return python
+
+
+# Runs in the project venv: import every top-level package of the project's own distributions (argv).
+_IMPORT_PROJECT = """
+import importlib, importlib.metadata as metadata, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+wanted = {norm(name) for name in sys.argv[1:]}
+tops = sorted(top for top, dists in metadata.packages_distributions().items()
+              if top.isidentifier() and any(norm(dist) in wanted for dist in dists))
+if not tops:
+    sys.exit("none of its packages is installed: " + ", ".join(sys.argv[1:]))
+for top in tops:
+    importlib.import_module(top)
+"""
+
+
+def project_distributions(loaded: LoadedConfig) -> list[str]:
+    """The distribution names (`[project].name` of their pyproject.toml) of the project's own code that
+    `environment.install` installs from the checkout."""
+    names = []
+    for _, target in local_targets(loaded.model.environment.install, loaded.root):
+        pyproject = loaded.root / target.split("[", 1)[0] / "pyproject.toml"
+        try:
+            name = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name")
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def check_project(loaded: LoadedConfig, python: Path) -> str | None:
+    """Why the venv cannot run the project, or None: it imports the project's own packages (and so what they
+    import at the top). A venv restored half-valid can pass `check_env` and still miss one of the project's
+    dependencies. Nothing to check for a project that installs no code of its own from the checkout."""
+    names = project_distributions(loaded)
+    if not names:
+        return None
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _IMPORT_PROJECT, *names], cwd=loaded.root, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"its interpreter {python} does not run: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"it does not import the project ({', '.join(names)}): {last}"
+    return None
 
 
 def local_targets(install: list[str], root: Path) -> list[tuple[bool, str]]:

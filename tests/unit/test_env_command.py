@@ -33,7 +33,16 @@ def env_command(root: Path, *argv: str, **environ: str) -> tuple[subprocess.Comp
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("env")
     (root / "requirements.txt").write_text("# nothing but mlgate's own\n")
-    (root / "mlgate.yaml").write_text("version: 1\nproject: demo\nenvironment:\n  install: [-r, requirements.txt]\n")
+    # The project's own package, installed editable from the checkout; it needs tzdata (pandas brings it).
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "demo-proj"\nversion = "0.1"\n[tool.setuptools]\npackages = ["demo_proj"]\n'
+    )
+    (root / "demo_proj").mkdir()
+    (root / "demo_proj" / "__init__.py").write_text("import tzdata  # noqa: F401\n")
+    (root / "mlgate.yaml").write_text(
+        'version: 1\nproject: demo\nenvironment:\n  install: [-r, requirements.txt, -e, "."]\n'
+    )
     return root
 
 
@@ -100,6 +109,17 @@ def test_ensure_builds_once_then_finds_it_and_rebuilds_a_broken_one(project: Pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert rebuilt["built"] == "true"
     assert "is broken (it does not import its own libraries" in done.stdout and "No module named 'yaml'" in done.stdout
+    # The libraries every project venv holds are there, but one the project itself imports is gone: the
+    # project's own import (demo_proj) finds it.
+    site = next((Path(rebuilt["python"]).parent.parent / "lib").glob("python3*/site-packages"))
+    for folder in site.glob("tzdata"):
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    done, again = env_command(project, "ensure")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "does not import the project (demo-proj): ModuleNotFoundError: No module named 'tzdata'" in done.stdout
+    assert again["built"] == "true"
+    done, fine = env_command(project, "ensure")
+    assert fine["built"] == "false" and "ready (there, checked)" in done.stdout
     assert subprocess.run([rebuilt["python"], "-c", "import yaml"], check=False).returncode == 0
 
 

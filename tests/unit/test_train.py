@@ -331,3 +331,28 @@ def test_tags_and_params_mlgate_writes_to_mlflow_are_redacted(
     assert run.data.tags["mlgate.git.branch"] == "fix/***"
     assert run.data.params["data"] == "https://***@d.example/x"
     assert run.data.params["epochs"] == "2"
+
+
+def test_without_a_driver_the_venvs_files_say_what_importing_torch_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlgate.train import device
+
+    python = Path(sys.executable)  # this venv has the CPU torch, as a project venv on a CPU runner
+    read = device.read_without_import(python)
+    monkeypatch.setattr(device, "driver_visible", lambda: True)  # forces the subprocess that imports torch
+    imported = device.probe(python)
+    assert read is not None and read.as_dict() == imported.as_dict()
+    # A venv without torch (a scikit-learn project) reads as such; a venv whose torch/version.py is not as
+    # expected, or no venv at all, is left to the probe.
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.11.7\n")
+    assert device.read_without_import(venv / "bin" / "python") == device.DeviceInfo(
+        python="3.11.7", torch=None, cuda_available=False, torch_cuda=None, device_count=0
+    )
+    (site / "torch").mkdir()
+    (site / "torch" / "version.py").write_text("def __getattr__(name): ...\n")
+    assert device.read_without_import(venv / "bin" / "python") is None
+    assert device.read_without_import(tmp_path / "no-venv" / "bin" / "python") is None
