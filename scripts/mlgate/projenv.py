@@ -112,20 +112,7 @@ def check_env(venv: Path) -> str | None:
     if not python.exists():  # exists() follows the link: a dangling interpreter link is missing
         return f"its interpreter {python} is missing or points at a Python that is gone"
     modules = ["pytest", "pydantic", "yaml", "pandas", "numpy"]
-    try:
-        done = subprocess.run(
-            [str(python), "-c", f"import {', '.join(modules)}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"its interpreter {python} does not run: {exc}"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"it does not import its own libraries ({', '.join(modules)}): {last}"
-    return None
+    return _venv_python_fails(python, ["-c", f"import {', '.join(modules)}"], venv, "its own libraries", modules)
 
 
 def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | None:
@@ -220,16 +207,21 @@ def check_project(loaded: LoadedConfig, python: Path) -> str | None:
     names = project_distributions(loaded)
     if not names:
         return None
+    return _venv_python_fails(python, ["-c", _IMPORT_PROJECT, *names], loaded.root, "the project", names)
+
+
+def _venv_python_fails(python: Path, arguments: list[str], cwd: Path, what: str, names: list[str]) -> str | None:
+    """Run the venv's interpreter to import `names`; None when it does, else why (it does not run, or the last
+    line of its error)."""
     try:
         done = subprocess.run(
-            [str(python), "-c", _IMPORT_PROJECT, *names], cwd=loaded.root, capture_output=True, text=True,
-            timeout=300, check=False,
-        )  # fmt: skip
+            [str(python), *arguments], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"its interpreter {python} does not run: {exc}"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"it does not import the project ({', '.join(names)}): {last}"
+        return f"it does not import {what} ({', '.join(names)}): {last}"
     return None
 
 

@@ -214,3 +214,42 @@ def test_a_rank_that_raises_ends_the_launch_marks_the_run_failed_and_leaves_no_p
     assert len(pids) == 2
     alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"ranks left running: {alive}"
+
+
+def test_two_nodes_meet_at_node_0_which_alone_opens_the_run(project: Path, store: str) -> None:
+    """Two `mlgate train` gates, as two runners would run them, one process each, meeting on loopback."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = [sys.executable, "-m", "mlgate.cli", "train", "--config", str(project / "mlgate.yaml")]
+    base += ["--tracking-uri", store, "--distributed", "1", "--nnodes", "2"]
+    base += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t-1"]
+    outputs = [project.parent / f"node{rank}.out" for rank in (0, 1)]
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("stub")  # the store made once, before two gates open it at once
+    nodes = []
+    try:
+        for rank in (0, 1):
+            command = [*base, "--node-rank", str(rank), "--outputs-file", str(outputs[rank])]
+            nodes.append(
+                subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            )
+        logs = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:  # a node left waiting at the rendezvous (torchrun's own timeout is 10 minutes)
+            if node.poll() is None:
+                for child in psutil.Process(node.pid).children(recursive=True):
+                    child.kill()
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n----\n".join(log[-3000:] for log in logs)
+    (run,) = client.search_runs([experiment_id])
+    tags = run.data.tags
+    assert (tags["mlgate.distributed.nnodes"], tags["mlgate.distributed.world_size"]) == ("2", "2")
+    assert tags["mlgate.distributed.rdzv_id"] == "t-1"
+    assert run.data.metrics["world_size_seen"] == 2
+    assert json.loads(outputs[0].read_text())["run-id"] == run.info.run_id
+    assert json.loads(outputs[1].read_text())["run-id"] == ""  # node 1 trained without a run of its own
