@@ -253,3 +253,35 @@ def test_two_nodes_meet_at_node_0_which_alone_opens_the_run(project: Path, store
     assert run.data.metrics["world_size_seen"] == 2
     assert json.loads(outputs[0].read_text())["run-id"] == run.info.run_id
     assert json.loads(outputs[1].read_text())["run-id"] == ""  # node 1 trained without a run of its own
+
+
+def test_the_runtime_reads_its_place_from_torchrun_and_shares_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(distributed.__file__).resolve().parents[1] / "_runtime"))
+    import mlgate_runtime
+
+    for name, value in {"MLGATE_SEED": "100", "MLGATE_DEVICE": "cuda", "RANK": "5", "LOCAL_RANK": "1",
+                        "WORLD_SIZE": "8", "MLGATE_DIST_BACKEND": "nccl"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    ctx = mlgate_runtime.context()
+    assert (ctx.rank, ctx.local_rank, ctx.world_size, ctx.is_main, ctx.distributed) == (5, 1, 8, False, True)
+    assert (ctx.seed, ctx.base_seed, ctx.device, ctx.backend) == (105, 100, "cuda:1", "nccl")
+    # The sampler needs no process group: every rank the same seeded permutation, each its own eighth of it.
+    shares = [
+        list(
+            mlgate_runtime.TrainContext("p", 100 + r, "cpu", False, base_seed=100, rank=r, world_size=8).sampler(
+                range(80)
+            )
+        )
+        for r in range(8)
+    ]
+    assert all(len(share) == 10 for share in shares)
+    assert sorted(row for share in shares for row in share) == list(range(80))
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MLGATE_DIST_BACKEND"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLGATE_DEVICE", "cpu")
+    alone = mlgate_runtime.context()
+    assert (alone.rank, alone.world_size, alone.is_main, alone.seed, alone.backend) == (0, 1, True, 100, "")
+    assert alone.reduce(2.5, op="sum") == 2.5 and alone.reduce(2.5) == 2.5
+    assert list(alone.sampler(range(5), shuffle=False)) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="'max'"):
+        alone.reduce(1.0, op="max")
