@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 # MLflow's setters write these too, "so that subprocess can inherit it": a module's URI outlives it there.
-URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 # End-to-end modules that may run on a worker of their own, beside the others (pytest_xdist_make_scheduler).
 OWN_WORKBENCH = frozenset({"tests/e2e/test_sklearn_project.py"})
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _mlflow_globals_restored() -> Iterator[None]:
-    """MLflow's process-wide tracking and registry URIs, and their environment variables, as before each module.
+    """MLflow's process-wide tracking and registry URIs, its active experiment (`mlflow.set_experiment`), and their
+    environment variables, as before each module: a module's experiment id means nothing in the next one's store.
 
     A module that sets them (to a store it then deletes) must not leave the next one, or the processes the next
     one starts, talking to it; and a "restore" through the public setters would pin the registry URI that was
@@ -25,11 +26,16 @@ def _mlflow_globals_restored() -> Iterator[None]:
     """
     tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    fluent = sys.modules.get("mlflow.tracking.fluent")
     before = (getattr(tracking, "_tracking_uri", None), getattr(registry, "_registry_uri", None))
+    experiment = getattr(fluent, "_active_experiment_id", None)
     environment = {key: os.environ.get(key) for key in URI_ENV}
     yield
     tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        fluent._active_experiment_id = experiment  # type: ignore[attr-defined]
     if tracking is not None:
         tracking._tracking_uri = before[0]  # type: ignore[attr-defined]
     if registry is not None:

@@ -2,9 +2,9 @@
 
 Cold: a new workbench, so the setup action finds no venv in the runner's tool cache nor in the
 (stand-in) actions cache and builds it from the lock file; pip's own download cache on the machine
-is left as it is. Warm: the same PR again on that workbench. Restored: once more after removing the
-project venv from the runner's tool cache: each job restores it from the Actions cache (stand-in), as
-on a fresh hosted runner (actions/project-env). Stages are act's per-step timings.
+is left as it is. Warm: the same PR again on that workbench, then once more (warm again). Restored:
+once more after removing the project venv from the runner's tool cache: each job restores it from the
+Actions cache (stand-in), as on a fresh hosted runner (actions/project-env). Stages are act's per-step timings.
 The train job's overhead is its whole time minus the training command's own (from mlgate's
 `timings` line): set-up of mlgate and the project venv, device probe, dvc pull and MLflow calls.
 """
@@ -48,9 +48,11 @@ def stages(result: ActResult) -> dict[str, float]:
     return found
 
 
-# cold: empty caches; warm: the same PR again; restored: again after removing the project venv from the runner's
+# cold: empty caches; warm: the same PR again (the first run after the cold one: the compress job of the cold run
+# added its libraries to the project venv after lint cached mypy's work, so mypy re-checks once); warm again: the
+# steady state of a runner that keeps its venvs; restored: again after removing the project venv from the runner's
 # tool cache, so each job restores it from the Actions cache (stand-in), as a fresh hosted runner would.
-LABELS = ("cold", "warm", "restored")
+LABELS = ("cold", "warm", "warm again", "restored")
 TIMINGS = re.compile(r"\[[^\]]*train\s*\]\s+\|\s+mlgate train: timings (?P<json>\{.*\})")
 
 
@@ -102,7 +104,8 @@ def main() -> int:
                 if result.returncode != 0:
                     print(result.output[-5000:], file=sys.stderr)
                     raise SystemExit(f"{label} run of the PR gate failed")
-                (args.out.parent / f"{args.out.stem}-{label}.log").write_text(result.output, encoding="utf-8")
+                log = args.out.parent / f"{args.out.stem}-{label.replace(' ', '-')}.log"
+                log.write_text(result.output, encoding="utf-8")
                 found = stages(result)
                 runs[label] = {
                     "total_s": round(result.seconds, 2),

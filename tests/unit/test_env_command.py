@@ -95,6 +95,8 @@ def test_ensure_builds_once_then_finds_it_and_rebuilds_a_broken_one(project: Pat
     done, built = env_command(project, "ensure")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert built["built"] == "true" and Path(built["python"]).is_file()
+    libraries = next((Path(built["python"]).parent.parent / "lib").glob("python3*/site-packages"))
+    assert any((libraries / "pandas" / "__pycache__").glob("__init__.cpython-*.pyc")), "not byte-compiled"
     _, again = env_command(project, "key")
     assert again["present"] == "true"  # a self-hosted runner's tool cache: nothing to restore
     done, checked = env_command(project, "ensure")

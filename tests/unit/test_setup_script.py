@@ -76,6 +76,10 @@ def test_empty_extras_is_the_core_and_a_built_venv_is_present_the_next_time(acti
     names = {line.split("==")[0].lower() for line in listed.splitlines()}
     assert {"mlgate", "pydantic", "pyyaml"} <= names
     assert not names & {"mypy", "ruff", "great-expectations", "dvc"}, "an empty extras input installed extras"
+    # pip installs without compiling; compileall then writes the same .pyc files on every core.
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert any((site / "yaml" / "__pycache__").glob("__init__.cpython-*.pyc"))
+    assert any((site / "pydantic" / "__pycache__").glob("main.cpython-*.pyc"))
 
     assert action.run("key")["present"] == "true"
 

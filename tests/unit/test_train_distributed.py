@@ -90,6 +90,12 @@ def test_auto_takes_every_gpu_with_nccl_and_falls_back_to_one_process_without_on
     assert distributed.plan(None, gpu_info(2), require_gpu=False) is None
 
 
+def test_a_project_without_torch_cannot_be_distributed() -> None:
+    no_torch = DeviceInfo(python="3.11", torch=None, cuda_available=False, torch_cuda=None, device_count=0)
+    with pytest.raises(ToolError, match="the project environment has no torch"):
+        distributed.plan(DistributedConfig(nproc_per_node=2), no_torch, require_gpu=False)
+
+
 def test_more_processes_than_gpus_fails_at_once_with_the_count_seen() -> None:
     with pytest.raises(ToolError, match=r"asks for 3 processes.*require-gpu is true.*but 2 GPU\(s\) are visible"):
         distributed.plan(DistributedConfig(nproc_per_node=3), gpu_info(2), require_gpu=True)

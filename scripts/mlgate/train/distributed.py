@@ -64,6 +64,11 @@ def plan(settings: DistributedConfig | None, info: DeviceInfo, require_gpu: bool
     with the count seen: NCCL gives each rank a GPU of its own."""
     if settings is None:
         return None
+    if info.torch is None:
+        raise ToolError(
+            "train.distributed starts the training through torchrun, but the project environment has no torch",
+            hint="add torch to environment.install, or set train.distributed: none",
+        )
     cuda = info.chosen == "cuda"
     if settings.nproc_per_node == "auto":
         nproc = info.device_count if cuda else 1
