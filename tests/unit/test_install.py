@@ -300,6 +300,11 @@ def test_the_modules_mapped_to_an_extra_are_what_it_installs(extra: str) -> None
         assert dists & installed, f"module {module} (mapped to extra {extra}) comes from none of its packages"
 
 
+# The model gates share one mlgate venv (one build per runner, one cache key): each installs this extra, which
+# holds its own gate's.
+MODEL_GATES_EXTRA = {"train": "compress", "test-model": "compress", "compress": "compress"}
+
+
 def test_each_action_installs_the_extra_of_its_gate() -> None:
     for action in sorted((ROOT / "actions").glob("*/action.yml")):
         steps = yaml.safe_load(action.read_text(encoding="utf-8"))["runs"]["steps"]
@@ -308,7 +313,15 @@ def test_each_action_installs_the_extra_of_its_gate() -> None:
         if setup is None:  # a helper run after the caller's set-up (actions/project-env): its command needs no extra
             assert command not in extras.EXTRA_OF_COMMAND, f"{action} runs `mlgate {command}` without its extra"
             continue
-        assert setup["with"]["extras"] == extras.EXTRA_OF_COMMAND[command], action
+        gate_extra = extras.EXTRA_OF_COMMAND[command]
+        assert setup["with"]["extras"] == MODEL_GATES_EXTRA.get(action.parent.name, gate_extra), action
+
+
+@pytest.mark.parametrize("gate", sorted(MODEL_GATES_EXTRA))
+def test_the_shared_model_gates_extra_holds_each_gates_own(gate: str) -> None:
+    shared = set(_closure(_expand(MODEL_GATES_EXTRA[gate])))
+    own = set(_closure(_expand(extras.EXTRA_OF_COMMAND[gate])))
+    assert own <= shared, f"the {MODEL_GATES_EXTRA[gate]} extra lacks what {gate} needs: {sorted(own - shared)}"
 
 
 def _section(text: str, heading: str) -> str:
