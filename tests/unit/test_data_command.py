@@ -123,37 +123,3 @@ def test_dvc_pull_failure_is_a_tool_error(project: Path, capsys: pytest.CaptureF
     assert main(["validate-data"]) == 4  # not a DVC repository
     assert "dvc pull" in capsys.readouterr().out
     assert main(["validate-data", "--no-dvc-pull"]) == 0
-
-
-def test_a_pull_in_the_background_raises_its_failure_at_wait_and_stops_when_cancelled(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The train and test-model gates pull while they set up MLflow: a failed pull is still the gate's error, and
-    a gate that fails first (an unreachable server) stops the pull instead of waiting for it."""
-    import os
-    import time
-
-    from mlgate.config import load_config
-    from mlgate.dvcio import BackgroundPull
-    from mlgate.errors import ToolError
-
-    (tmp_path / "mlgate.yaml").write_text(
-        "version: 1\nproject: p\ndata:\n  dvc: true\n  sources: {train: {path: train.csv}}\n", encoding="utf-8"
-    )
-    loaded = load_config(tmp_path / "mlgate.yaml")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "dvc"  # a dvc that fails at once, or hangs, as a remote that does not answer would
-    fake.write_text('#!/bin/sh\n[ -f "$0.hang" ] && exec sleep 120\necho "ERROR: failed to pull data" >&2\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    failed = BackgroundPull(loaded, ["train"])
-    with pytest.raises(ToolError, match=r"`dvc pull train\.csv` failed \(exit 1\)"):
-        failed.wait()
-    (bin_dir / "dvc.hang").write_text("")
-    hanging = BackgroundPull(loaded, ["train"])
-    time.sleep(0.5)
-    started = time.perf_counter()
-    hanging.cancel()
-    assert time.perf_counter() - started < 10
-    assert hanging._process is not None and hanging._process.poll() is not None, "the dvc process still runs"
