@@ -157,8 +157,6 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
         command += [*settings.install, *GATE_REQUIREMENTS]
         print(f"mlgate: installing the project environment: pip install {' '.join(command[7:])}", flush=True)
         done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            compile_venv(venv)
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
             shutil.rmtree(venv, ignore_errors=True)
@@ -168,6 +166,7 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
                 file=str(loaded.path),
                 line=line,
             )
+        compile_venv(venv)
         marker.write_text(key + "\n", encoding="utf-8")
         _install_local(loaded, python)
     return python
@@ -328,8 +327,6 @@ def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[
         command += requirements
         print(f"mlgate: adding the {gate} gate's libraries to the project environment: {' '.join(requirements)}")
         done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            compile_venv(venv)
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
             raise ToolError(
@@ -339,6 +336,7 @@ def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[
                 file=str(loaded.path),
                 line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),
             )
+        compile_venv(venv)
         marker.write_text(" ".join(requirements) + "\n", encoding="utf-8")
 
 
