@@ -129,17 +129,18 @@ def add_candidate_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_on_off_arguments(parser: argparse.ArgumentParser, name: str, on_help: str, off_help: str | None = None) -> None:
+    """--<name> / --no-<name>, on unless the action's <name> input is `false`."""
+    pair = parser.add_mutually_exclusive_group()
+    dest = name.replace("-", "_")
+    pair.add_argument(f"--{name}", dest=dest, action="store_true", default=flag_default(name) is not False,
+                      help=on_help)  # fmt: skip
+    pair.add_argument(f"--no-{name}", dest=dest, action="store_false", help=off_help)
+
+
 def add_comment_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """--comment / --no-comment, from the action's comment input (default on)."""
-    comment = parser.add_mutually_exclusive_group()
-    comment.add_argument(
-        "--comment",
-        dest="comment",
-        action="store_true",
-        default=flag_default("comment") is not False,
-        help=f"{what} (on pull requests, with GITHUB_TOKEN; default)",
-    )
-    comment.add_argument("--no-comment", dest="comment", action="store_false")
+    add_on_off_arguments(parser, "comment", f"{what} (on pull requests, with GITHUB_TOKEN; default)")
 
 
 def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import argparse
 import os
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, env_default, flag_default
+from mlgate.cli import add_config_argument, add_on_off_arguments, env_default
 from mlgate.config import load_config
 from mlgate.errors import InputError
 
@@ -25,15 +25,12 @@ CACHE_CHOICES = ("auto", "true", "false")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("operation", nargs="?", choices=OPERATIONS, default=env_default("operation"))
     add_config_argument(parser)
-    check = parser.add_mutually_exclusive_group()
-    check.add_argument(
-        "--check",
-        dest="check",
-        action="store_true",
-        default=flag_default("check") is not False,
-        help="ensure: check a venv that is there (default: one just restored from a cache may be half valid)",
+    add_on_off_arguments(
+        parser,
+        "check",
+        "ensure: check a venv that is there (default: one just restored from a cache may be half valid)",
+        "ensure: trust a venv that is there",
     )
-    check.add_argument("--no-check", dest="check", action="store_false", help="ensure: trust a venv that is there")
     parser.add_argument(
         "--cache",
         default=env_default("cache", "auto"),
