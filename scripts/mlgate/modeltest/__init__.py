@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgate.config import LoadedConfig
-from mlgate.dvcio import dvc_pull
+from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, GateFailed, InputError, MlgateError, ToolError
 from mlgate.extras import require
 from mlgate.mlflowio import child_env, reach
@@ -135,19 +135,18 @@ def run_model_tests(
     # A tracking URI MLflow cannot open, or a server that does not answer, fails here within a bounded
     # number of attempts (MLGATE_MLFLOW_ATTEMPTS), not after the project venv is built or minutes of MLflow's
     # own retries while the models load.
-    reach(tracking_uri)
-    timings["mlflow"] = time.perf_counter() - started
-    started = time.perf_counter()
-    python = ensure_project_env(loaded)
-    timings["project_env"] = time.perf_counter() - started
-    if python is None:
-        # Without a project venv, pytest and the plugin's libraries run in mlgate's own (the test-model extra).
-        require("pytest", "pandas", "numpy")
-    if pull_data and loaded.model.data.dvc:
+    # The holdout comes down (another process) while MLflow and the venv are set up; either failing stops it.
+    with pulling(loaded, [settings.holdout], dvc_remote_url, enabled=pull_data):
+        reach(tracking_uri)
+        timings["mlflow"] = time.perf_counter() - started
         started = time.perf_counter()
-        print("mlgate: dvc pull (data.dvc is true)", flush=True)
-        dvc_pull(loaded, [settings.holdout], dvc_remote_url)
-        timings["dvc_pull"] = time.perf_counter() - started
+        python = ensure_project_env(loaded)
+        timings["project_env"] = time.perf_counter() - started
+        if python is None:
+            # Without a project venv, pytest and the plugin's libraries run in mlgate's own (the test-model extra).
+            require("pytest", "pandas", "numpy")
+        started = time.perf_counter()
+    timings["dvc_pull"] = time.perf_counter() - started  # what the pull took beyond the set-up it overlapped
     env = project_process_env(python, tracking_uri)
     env.pop("MLGATE_CANDIDATE", None)
     junit_path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate.config import LoadedConfig, TrainConfig
-from mlgate.dvcio import dvc_pull
+from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, GateFailed, ToolError
 from mlgate.mlflowio import SQL_SCHEMES, child_env, redact
 from mlgate.procio import stream
@@ -213,21 +213,22 @@ def train(
         timings[phase] += now - clock
         clock = now
 
-    mlflow_client = tracking.client(tracking_uri)
-    # Fail fast on a wrong or unreachable server, before minutes of installing and training.
-    tracking.with_retries("reaching the server", tracking_uri, lambda: mlflow_client.search_experiments(max_results=1))
-    lap("mlflow")
-    python = ensure_project_env(loaded)
-    if python is not None:
-        require_sql_store(python, tracking_uri)
-    lap("project_env")
-    info = choose(probe(python or sys.executable), wanted_device, gpu_required)
-    launch = distributed.plan(settings.distributed, info, gpu_required)
-    lap("device_probe")
-    if pull_data and loaded.model.data.dvc:
-        print("mlgate: dvc pull (data.dvc is true)", flush=True)
-        dvc_pull(loaded, list(loaded.model.data.sources), dvc_remote_url)
-    lap("dvc_pull")
+    # The data comes down (another process) while MLflow, the venv and the device are set up; any of those
+    # failing stops the pull, so a wrong or unreachable server still fails fast.
+    with pulling(loaded, list(loaded.model.data.sources), dvc_remote_url, enabled=pull_data):
+        mlflow_client = tracking.client(tracking_uri)
+        # Fail fast on a wrong or unreachable server, before minutes of installing and training.
+        probe_server = functools.partial(mlflow_client.search_experiments, max_results=1)
+        tracking.with_retries("reaching the server", tracking_uri, probe_server)
+        lap("mlflow")
+        python = ensure_project_env(loaded)
+        if python is not None:
+            require_sql_store(python, tracking_uri)
+        lap("project_env")
+        info = choose(probe(python or sys.executable), wanted_device, gpu_required)
+        launch = distributed.plan(settings.distributed, info, gpu_required)
+        lap("device_probe")
+    lap("dvc_pull")  # what the pull took beyond the set-up it overlapped
     tags = lineage_tags(loaded, info, profile, hashes) | (launch.tags() if launch else {})
     flat = _flat_params(params, profile, settings.seed)
     experiment = settings.experiment or loaded.model.project
