@@ -85,3 +85,23 @@ def test_check_runs_to_its_verdict_without_pandas_mlflow_or_great_expectations(t
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "mlgate.yaml:6: error: data.expectations.columns: column 'country' is not in source 'train'" in done.stdout
+
+
+def test_a_call_imports_the_module_of_its_own_command_alone() -> None:
+    """Each CI step runs `mlgate <command>`: the others' modules (serve's batching, act's runner) stay unloaded,
+    and `mlgate --help` still lists every command."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from mlgate.cli import COMMANDS, main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['schema', '--help'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mlgate.commands.'))\n"
+        "assert loaded == ['mlgate.commands.schema'], loaded\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "missing = [name for name in COMMANDS if name not in out.getvalue().split('positional arguments')[-1]]\n"
+        "assert not missing, missing\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
