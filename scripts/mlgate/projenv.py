@@ -166,6 +166,11 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
                 file=str(loaded.path),
                 line=line,
             )
+        for gate, requirements in configured_gate_packages(loaded, python):
+            try:
+                _add_gate_packages(loaded, python, requirements, gate)
+            except ToolError as exc:  # not this gate's failure: the gate that needs them fails with it
+                print(f"mlgate: warning: {exc.message.splitlines()[0]}; the {gate} gate will try again", flush=True)
         compile_venv(venv)
         marker.write_text(key + "\n", encoding="utf-8")
         _install_local(loaded, python)
@@ -313,31 +318,50 @@ def ensure_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[
     """
     if not requirements:
         return
-    digest = hashlib.sha256("\0".join(sorted(requirements)).encode()).hexdigest()[:16]
     venv = python.parent.parent
-    marker = venv / f".mlgate-{gate}-{digest}"
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file():
-            return
-        settings = loaded.model.environment
-        command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-compile"]
-        if settings.constraints:
-            command += ["-c", settings.constraints]
-        command += requirements
-        print(f"mlgate: adding the {gate} gate's libraries to the project environment: {' '.join(requirements)}")
-        done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-            raise ToolError(
-                f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv "
-                f"failed:\n{tail}",
-                hint="check that the project's constraints (environment.constraints) allow these versions",
-                file=str(loaded.path),
-                line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),
-            )
-        compile_venv(venv)
-        marker.write_text(" ".join(requirements) + "\n", encoding="utf-8")
+        if _add_gate_packages(loaded, python, requirements, gate):
+            compile_venv(venv)
+
+
+def configured_gate_packages(loaded: LoadedConfig, python: Path) -> list[tuple[str, list[str]]]:
+    """The libraries that the gates `mlgate.yaml` configures add to the project venv: compress's ONNX tools.
+
+    They are installed when the venv is built, not by the compress job afterwards, so the venv that the first
+    job caches (lint, on a fresh runner) holds them, and mypy's first cache of the project already covers them
+    (torch's own types import onnx and onnxscript once they are installed: about 8 s of mypy's time)."""
+    if loaded.model.compress is None:
+        return []
+    from mlgate.compress import requirements_for  # mlgate.compress imports this module
+
+    return [("compress", requirements_for(loaded.model.compress, importable(python, ["torch", "sklearn"])))]
+
+
+def _add_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[str], gate: str) -> bool:
+    """Install `requirements` for `gate` unless its marker says they are there; the caller holds the venv's lock
+    and byte-compiles when this returns True (something was installed)."""
+    digest = hashlib.sha256("\0".join(sorted(requirements)).encode()).hexdigest()[:16]
+    marker = python.parent.parent / f".mlgate-{gate}-{digest}"
+    if marker.is_file():
+        return False
+    settings = loaded.model.environment
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-compile"]
+    if settings.constraints:
+        command += ["-c", settings.constraints]
+    command += requirements
+    print(f"mlgate: adding the {gate} gate's libraries to the project environment: {' '.join(requirements)}")
+    done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise ToolError(
+            f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv failed:\n{tail}",
+            hint="check that the project's constraints (environment.constraints) allow these versions",
+            file=str(loaded.path),
+            line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),
+        )
+    marker.write_text(" ".join(requirements) + "\n", encoding="utf-8")
+    return True
 
 
 def importable(python: Path, modules: list[str]) -> dict[str, bool]:

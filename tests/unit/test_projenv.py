@@ -21,19 +21,41 @@ def test_no_install_means_no_venv(tmp_path: Path) -> None:
     assert projenv.ensure_project_env(load_config(tmp_path / "mlgate.yaml")) is None
 
 
-def test_venv_built_once_then_reused_until_requirements_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_venv_built_once_then_reused_until_requirements_change_with_the_configured_gates_libraries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A venv is built once per key; the libraries of the gates mlgate.yaml configures (compress) come with it, so
+    the first job's cache holds them. Where they cannot be installed, the venv is still built (lint and train do
+    not need them) and the compress gate meets the error itself."""
+    import mlgate.compress
+
     monkeypatch.setenv("MLGATE_VENV_ROOT", str(tmp_path / "venvs"))
     (tmp_path / "requirements.txt").write_text("# nothing to install\n")
     config = _project(tmp_path, "[-r, requirements.txt]")
+    with config.open("a") as handle:
+        handle.write("model_tests: {holdout: h, label: y}\ncompress: {methods: [onnx]}\n")
+    # Stand-ins for onnx and onnxruntime: a path that does not exist (pip fails at once), then one of the venv's
+    # own libraries (pip succeeds, nothing downloaded).
+    monkeypatch.setattr(mlgate.compress, "BASE_REQUIREMENTS", ["./no-such-onnx"])
     python = projenv.ensure_project_env(load_config(config))
     assert python is not None and python.is_file()
+    out = capsys.readouterr().out
+    assert "warning: installing the compress gate's libraries (./no-such-onnx)" in out, out
+    assert not list(python.parent.parent.glob(".mlgate-compress-*"))
     marker = python.parent.parent / projenv.MARKER
     built_at = marker.stat().st_mtime_ns
     assert projenv.ensure_project_env(load_config(config)) == python
     assert marker.stat().st_mtime_ns == built_at  # reused, not rebuilt
 
+    monkeypatch.setattr(mlgate.compress, "BASE_REQUIREMENTS", ["pytest>=8"])
     (tmp_path / "requirements.txt").write_text("# changed\n")
-    assert projenv.ensure_project_env(load_config(config)) != python
+    rebuilt = projenv.ensure_project_env(load_config(config))
+    assert rebuilt is not None and rebuilt != python
+    assert "adding the compress gate's libraries to the project environment: pytest>=8" in capsys.readouterr().out
+    assert len(list(rebuilt.parent.parent.glob(".mlgate-compress-*"))) == 1
+    # The compress gate finds them there: nothing to add.
+    projenv.ensure_gate_packages(load_config(config), rebuilt, ["pytest>=8"], "compress")
+    assert "adding" not in capsys.readouterr().out
 
 
 def test_failing_install_names_the_key_and_leaves_no_half_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgate.config import CompressConfig, LoadedConfig
-from mlgate.dvcio import dvc_pull
+from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, InputError, MlgateError, ToolError
 from mlgate.extras import require
 from mlgate.mlflowio import reach
@@ -156,20 +156,19 @@ def run_compress(
     settings = settings_of(loaded)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    reach(tracking_uri)
-    python = ensure_project_env(loaded)
-    if python is None:
-        require("onnx", "onnxruntime", "pytest", "pandas", "numpy")
-    else:
-        found = importable(python, ["torch", "sklearn"])
-        ensure_gate_packages(loaded, python, requirements_for(settings, found), "compress")
-    timings["project_env"] = time.perf_counter() - started
-    if pull_data and loaded.model.data.dvc:
-        assert loaded.model.model_tests is not None
-        names = sorted({loaded.model.model_tests.holdout, settings.quantize.calibration.source}
-                       & set(loaded.model.data.sources))  # fmt: skip
-        print(f"mlgate: dvc pull {' '.join(names)} (data.dvc is true)", flush=True)
-        dvc_pull(loaded, names, dvc_remote_url)
+    assert loaded.model.model_tests is not None
+    names = sorted({loaded.model.model_tests.holdout, settings.quantize.calibration.source}
+                   & set(loaded.model.data.sources))  # fmt: skip
+    # The holdout and calibration data come down (another process) while MLflow and the venv are set up.
+    with pulling(loaded, names, dvc_remote_url, enabled=pull_data):
+        reach(tracking_uri)
+        python = ensure_project_env(loaded)
+        if python is None:
+            require("onnx", "onnxruntime", "pytest", "pandas", "numpy")
+        else:
+            found = importable(python, ["torch", "sklearn"])
+            ensure_gate_packages(loaded, python, requirements_for(settings, found), "compress")
+        timings["project_env"] = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="mlgate-compress-") as tmp:
         started = time.perf_counter()
         report = run_worker(loaded, python, candidate_uri, tracking_uri, Path(tmp))
