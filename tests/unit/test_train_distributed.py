@@ -291,3 +291,9 @@ def test_the_runtime_reads_its_place_from_torchrun_and_shares_the_rows(monkeypat
     assert list(alone.sampler(range(5), shuffle=False)) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="'max'"):
         alone.reduce(1.0, op="max")
+    # `train.distributed: 1`: torchrun with one process still joins a group (a DDP smoke test on one GPU).
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MLGATE_DIST_BACKEND": "nccl"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLGATE_DEVICE", "cuda")
+    one = mlgate_runtime.context()
+    assert (one.world_size, one.distributed, one.backend, one.device) == (1, True, "nccl", "cuda:0")

@@ -65,7 +65,9 @@ class TrainContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Started by torchrun, in a process group: also a world of one (`train.distributed: 1`), the usual smoke
+        test of a DDP code path on one GPU."""
+        return self.backend != ""
 
     def param(self, name: str, default: Any = None) -> Any:
         """A profile parameter (from `train.profiles.<profile>` in mlgate.yaml), or `default`."""
@@ -127,8 +129,9 @@ def context() -> TrainContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = os.environ.get(ENV_DEVICE) or _best_device()
     backend = ""
-    if world_size > 1:
-        backend = os.environ.get(ENV_BACKEND) or ("nccl" if device.startswith("cuda") else "gloo")
+    launched = os.environ.get(ENV_BACKEND, "")  # `mlgate train` launched torchrun, even with one process
+    if world_size > 1 or (launched and "WORLD_SIZE" in os.environ):
+        backend = launched or ("nccl" if device.startswith("cuda") else "gloo")
         if device.startswith("cuda"):
             device = f"cuda:{local_rank}"
     return TrainContext(
