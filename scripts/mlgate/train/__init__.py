@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import os
@@ -263,36 +264,22 @@ def train(
                 python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
                 settings.seed, info.chosen, settings.deterministic,
             )  # fmt: skip
-            failure: distributed.RankFailure | None = None
             with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
-                log_path = Path(tmp) / "train.log"
-                started, rank_logs, devices_file = command, Path(tmp) / "ranks", Path(tmp) / "devices.json"
-                if launch is not None:
-                    started = distributed.command(loaded, command, launch, rank_logs)
-                    env.update(distributed.environment(launch, devices_file))
-                code, tail, seconds = _start(started, loaded, env, log_path)
+                done = _launch(loaded, command, launch, env, Path(tmp), tracking_uri)
+                code, tail, seconds, failure = done.code, done.tail, done.seconds, done.failure
                 lap("training")
-                tail = [tracking.scrub(line, tracking_uri) for line in tail]
-                if launch is not None:
-                    report.devices = distributed.devices(devices_file)
-                    if code != 0:
-                        failure = distributed.failed_rank(tail, rank_logs)
                 try:
-                    mlflow_client.log_artifact(opened.run_id, str(log_path), artifact_path="mlgate")
-                    if launch is not None and rank_logs.is_dir():
-                        mlflow_client.log_artifacts(opened.run_id, str(rank_logs), artifact_path="mlgate/ranks")
+                    mlflow_client.log_artifact(opened.run_id, str(done.log_path), artifact_path="mlgate")
+                    if launch is not None and done.rank_logs.is_dir():
+                        mlflow_client.log_artifacts(opened.run_id, str(done.rank_logs), artifact_path="mlgate/ranks")
                 except Exception as exc:
                     print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
             if launch is not None:
-                dist_tags = distributed.device_tags(report.devices)
+                report.devices = done.devices
+                dist_tags = distributed.device_tags(done.devices)
                 if failure is not None:
-                    failure = distributed.RankFailure(
-                        failure.rank, failure.local_rank, failure.exit_code,
-                        [tracking.scrub(line, tracking_uri) for line in failure.last_lines],
-                    )  # fmt: skip
                     dist_tags["mlgate.failure"] = _failure_text(failure)[-5000:]
-                report.tags.update(dist_tags)
-                tags.update(dist_tags)
+                tags.update(dist_tags)  # report.tags: the same dict
                 if dist_tags:
                     set_tags = functools.partial(_set_run_tags, mlflow_client, opened.run_id, dist_tags)
                     tracking.with_retries("tagging the run", tracking_uri, set_tags)
@@ -353,8 +340,42 @@ def _failure_text(failure: distributed.RankFailure) -> str:
 
 
 def _set_run_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])  # one request
+
+
+@dataclass
+class _Launched:
+    """One start of the training command, its log files still in their folder."""
+
+    code: int
+    tail: list[str]  # the console's last lines, scrubbed of the tracking URI's secrets
+    seconds: float
+    log_path: Path
+    rank_logs: Path  # torchrun's log of each rank (distributed only)
+    devices: list[dict[str, object]]  # every rank's host and device, as rank 0 recorded them (distributed only)
+    failure: distributed.RankFailure | None  # the rank torchrun names as the first failure, scrubbed likewise
+
+
+def _launch(
+    loaded: LoadedConfig, command: list[str], launch: distributed.Launch | None, env: dict[str, str], folder: Path,
+    tracking_uri: str,
+) -> _Launched:  # fmt: skip
+    """Start `command` (through torchrun under `launch`) with its logs in `folder`: the one way both node 0's gate
+    and another node's start it and read how it ended."""
+    log_path, rank_logs, devices_file = folder / "train.log", folder / "ranks", folder / "devices.json"
+    started = command
+    if launch is not None:
+        started = distributed.command(loaded, command, launch, rank_logs)
+        env.update(distributed.environment(launch, devices_file))
+    code, tail, seconds = _start(started, loaded, env, log_path)
+    tail = [tracking.scrub(line, tracking_uri) for line in tail]
+    failure = distributed.failed_rank(tail, rank_logs) if launch is not None and code != 0 else None
+    if failure is not None:
+        failure = dataclasses.replace(failure, last_lines=[tracking.scrub(x, tracking_uri) for x in failure.last_lines])
+    found = distributed.devices(devices_file) if launch is not None else []
+    return _Launched(code, tail, seconds, log_path, rank_logs, found, failure)
 
 
 def _train_other_node(
@@ -368,14 +389,11 @@ def _train_other_node(
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
-        rank_logs = Path(tmp) / "ranks"
-        env.update(distributed.environment(launch, Path(tmp) / "devices.json"))
-        started = distributed.command(loaded, command, launch, rank_logs)
-        code, tail, seconds = _start(started, loaded, env, Path(tmp) / "train.log")
-        failure = distributed.failed_rank(tail, rank_logs) if code != 0 else None
-    report.runs.append(TrainRun("", "FINISHED" if code == 0 else "FAILED", seconds, {}, None, code, tail))
+        done = _launch(loaded, command, launch, env, Path(tmp), tracking_uri)
+    code, tail = done.code, done.tail
+    report.runs.append(TrainRun("", "FINISHED" if code == 0 else "FAILED", done.seconds, {}, None, code, tail))
     if code != 0:
-        what = _failure_text(failure) if failure else "last lines:\n" + "\n".join(tail[-12:])
+        what = _failure_text(done.failure) if done.failure else "last lines:\n" + "\n".join(tail[-12:])
         raise GateFailed(
             f"node {launch.node_rank} of {launch.nnodes}: training command `{shlex.join(command)}` failed under "
             f"torchrun: {what}",
