@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mlgate import gha
 from mlgate.cli import add_config_argument, add_tracking_argument, env_default, flag_default
-from mlgate.config import DEFAULT_CONFIG, TrafficConfig, load_config
+from mlgate.config import DEFAULT_CONFIG, LoadedConfig, TrafficConfig, load_config
 from mlgate.errors import InputError
 
 if TYPE_CHECKING:
@@ -74,12 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="status: print JSON")
 
 
-def _traffic_config(path: str) -> tuple[TrafficConfig, Path]:
-    """`traffic:` of mlgate.yaml and the project root; without the default file, the defaults in this folder."""
+def _traffic_config(path: str) -> tuple[TrafficConfig, Path, LoadedConfig | None]:
+    """`traffic:` of mlgate.yaml, the project root and the config; without the default file, the defaults in this
+    folder (and no config)."""
     if path == DEFAULT_CONFIG and not Path(path).exists():
-        return TrafficConfig(), Path.cwd()
+        return TrafficConfig(), Path.cwd(), None
     loaded = load_config(path)
-    return loaded.model.traffic, loaded.root
+    return loaded.model.traffic, loaded.root, loaded
 
 
 def _percent(option: str, value: str | None) -> int | None:
@@ -120,7 +121,7 @@ def render_status(found: StackStatus) -> str:
     return "\n".join(lines)
 
 
-def _up(args: argparse.Namespace, config: TrafficConfig, root: Path) -> int:
+def _up(args: argparse.Namespace, config: TrafficConfig, root: Path, loaded: LoadedConfig | None) -> int:
     from mlgate.extras import require
     from mlgate.traffic import Split
     from mlgate.traffic.nginx import Layout, Proxy, prefix_folder
@@ -145,10 +146,10 @@ def _up(args: argparse.Namespace, config: TrafficConfig, root: Path) -> int:
     split = Split.of(canary=args.weight, mirror=bool(args.mirror), base=None)
     proxy = Proxy.from_config(settings, port)
     python = None
-    if Path(args.config).exists():  # the models run in the project's environment, where it declares one
+    if loaded is not None:  # the models run in the project's environment, where it declares one
         from mlgate.traffic.stack import serving_python
 
-        python = serving_python(load_config(args.config))
+        python = serving_python(loaded)
     found = up(
         binary=settings.binary,
         layout=Layout(prefix_folder(settings.prefix, root)),
@@ -171,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.operation is None:
         raise InputError("no traffic operation given", hint=f"one of: {', '.join(OPERATIONS)}")
-    config, root = _traffic_config(args.config)
+    config, root, loaded = _traffic_config(args.config)
     if args.operation == "up":
-        return _up(args, config, root)
+        return _up(args, config, root, loaded)
     if args.operation == "set":
         canary, stable = _percent("--canary", args.canary), _percent("--stable", args.stable)
         if canary is None and stable is None and args.mirror is None:
