@@ -151,14 +151,12 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
         if made.returncode != 0:
             raise ToolError(f"could not create the project venv {venv}: {made.stderr.strip()[-600:]}")
-        command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-compile"]
-        if settings.constraints:
-            command += ["-c", settings.constraints]
-        command += [*settings.install, *GATE_REQUIREMENTS]
-        print(f"mlgate: installing the project environment: pip install {' '.join(command[7:])}", flush=True)
-        done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+        packages = [*settings.install, *GATE_REQUIREMENTS]
+        shown = " ".join([*_constraint_arguments(loaded), *packages])
+        print(f"mlgate: installing the project environment: pip install {shown}", flush=True)
+        done = _pip_install(loaded, python, packages)
         if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            tail = _pip_tail(done, 15)
             shutil.rmtree(venv, ignore_errors=True)
             raise ToolError(
                 f"{loaded.path}: `pip install {' '.join(settings.install)}` (environment.install) failed:\n{tail}",
@@ -300,7 +298,7 @@ def _install_local(loaded: LoadedConfig, python: Path) -> None:
     if done.returncode != 0:  # the build backend is not in the venv: let pip fetch it in isolation
         done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        tail = _pip_tail(done, 12)
         raise ToolError(
             f"{loaded.path}: installing the project itself ({' '.join(t for _, t in targets)}) failed:\n{tail}",
             hint="check the project's pyproject.toml builds with `pip install --no-deps -e .`",
@@ -345,23 +343,36 @@ def _add_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[st
     marker = python.parent.parent / f".mlgate-{gate}-{digest}"
     if marker.is_file():
         return False
-    settings = loaded.model.environment
-    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-compile"]
-    if settings.constraints:
-        command += ["-c", settings.constraints]
-    command += requirements
     print(f"mlgate: adding the {gate} gate's libraries to the project environment: {' '.join(requirements)}")
-    done = subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+    done = _pip_install(loaded, python, requirements)
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise ToolError(
-            f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv failed:\n{tail}",
+            f"installing the {gate} gate's libraries ({' '.join(requirements)}) into the project venv failed:\n"
+            + _pip_tail(done, 15),
             hint="check that the project's constraints (environment.constraints) allow these versions",
             file=str(loaded.path),
             line=loaded.line_of("environment", "constraints") or loaded.line_of("environment"),
         )
     marker.write_text(" ".join(requirements) + "\n", encoding="utf-8")
     return True
+
+
+def _constraint_arguments(loaded: LoadedConfig) -> list[str]:
+    constraints = loaded.model.environment.constraints
+    return ["-c", constraints] if constraints else []
+
+
+def _pip_install(loaded: LoadedConfig, python: Path, packages: list[str]) -> subprocess.CompletedProcess[str]:
+    """`pip install packages` into the project venv from the project root, under `environment.constraints`; pip
+    does not byte-compile (compile_venv does, on every core at once)."""
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-compile"]
+    command += [*_constraint_arguments(loaded), *packages]
+    return subprocess.run(command, cwd=loaded.root, capture_output=True, text=True, check=False)
+
+
+def _pip_tail(done: subprocess.CompletedProcess[str], lines: int) -> str:
+    """The last `lines` lines pip printed (its error, else its output)."""
+    return "\n".join((done.stderr or done.stdout).strip().splitlines()[-lines:])
 
 
 def importable(python: Path, modules: list[str]) -> dict[str, bool]:
