@@ -17,6 +17,7 @@ import modeltest_models
 import pandas as pd
 import pytest
 from mlgate import cli, mlflowio
+from mlgate.commands import arguments
 from mlgate.config import load_config
 from mlgate.errors import ConfigError, InputError, ToolError
 from mlgate.modeltest import run_model_tests
@@ -206,7 +207,7 @@ def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
     locked.chmod(0o500)
     try:
         with pytest.raises(InputError, match="is not writable"):
-            cli.require_output("--junit-xml", locked / "sub" / "x.xml")
+            arguments.require_output("--junit-xml", locked / "sub" / "x.xml")
     finally:
         locked.chmod(0o700)
 

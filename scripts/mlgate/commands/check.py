@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlgate import gha
-from mlgate.cli import add_config_argument
+from mlgate.commands.arguments import add_config_argument
 from mlgate.errors import ConfigError, InputError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
-from mlgate.cli import (
+from mlgate.commands.arguments import (
     add_candidate_argument,
     add_comment_arguments,
     add_config_argument,

@@ -14,7 +14,7 @@ import argparse
 import os
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_on_off_arguments, env_default
+from mlgate.commands.arguments import add_config_argument, add_on_off_arguments, env_default
 from mlgate.config import load_config
 from mlgate.errors import InputError
 

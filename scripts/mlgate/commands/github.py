@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from mlgate.cli import add_config_argument
+from mlgate.commands.arguments import add_config_argument
 from mlgate.errors import InputError
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, env_default, flag_default
+from mlgate.commands.arguments import add_config_argument, env_default, flag_default
 from mlgate.config import load_config
 from mlgate.errors import GateFailed
 from mlgate.lint import LintReport, run_lint

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_tracking_argument, env_default, require_tracking_uri
+from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default, require_tracking_uri
 from mlgate.config import load_config
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_tracking_argument, env_default
+from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default
 from mlgate.config import LoadedConfig, load_config
 from mlgate.errors import GateFailed, InputError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlgate.cli import require_output
+from mlgate.commands.arguments import require_output
 from mlgate.config import json_schema
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlgate.cli import add_tracking_argument, env_default
+from mlgate.commands.arguments import add_tracking_argument, env_default
 from mlgate.errors import InputError
 from mlgate.serve.batching import DEFAULT_MAX_ROWS, SMALL_REQUEST_ROWS
 

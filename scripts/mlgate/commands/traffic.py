@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_tracking_argument, env_default, flag_default
+from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default, flag_default
 from mlgate.config import DEFAULT_CONFIG, LoadedConfig, TrafficConfig, load_config
 from mlgate.errors import InputError
 

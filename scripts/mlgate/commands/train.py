@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import (
+from mlgate.commands.arguments import (
     add_config_argument,
     add_dvc_arguments,
     add_outputs_argument,

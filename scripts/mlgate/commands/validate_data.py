@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.cli import add_config_argument, add_dvc_arguments, env_default, require_output
+from mlgate.commands.arguments import add_config_argument, add_dvc_arguments, env_default, require_output
 from mlgate.config import LoadedConfig, load_config
 from mlgate.errors import GateFailed
 
