@@ -40,13 +40,14 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(InputError.exit_code, f"{self.prog}: error: {message}\nhint: see `{self.prog} --help`\n")
 
+
 # What `mlgate --help` opens with: for the person at the terminal, not this module's docstring.
 DESCRIPTION = (
     "Run the gates of an ML model's delivery path: lint, data validation, training, model tests, compression, "
     "the model registry, serving, traffic and the staged canary. mlgate's GitHub Actions run these same "
     "commands, so a gate gives the same answer on a laptop as in CI."
 )
-EPILOG = "Start with `mlgate check` in the model project (the folder with mlgate.yaml); `mlgate COMMAND --help` for each."
+EPILOG = "Start with `mlgate check` in the model project (the folder of mlgate.yaml); then `mlgate COMMAND --help`."
 
 
 def build_parser(
