@@ -29,7 +29,15 @@ from mlgate.config import (
     read_config_document,
 )
 from mlgate.errors import ConfigError
-from mlgate.paths import FileRefused, kind_problem, outside_root, pip_files, pip_local_paths, read_text
+from mlgate.paths import (
+    FileRefused,
+    kind_problem,
+    outside_root,
+    pip_files,
+    pip_local_paths,
+    read_text,
+    workflow_files,
+)
 from mlgate.yamlio import YamlRefused, parse_yaml
 
 Kind = Literal["config", "input"]
@@ -457,7 +465,7 @@ class _Checker:
     # -- workflows -----------------------------------------------------------------------------
 
     def _workflows(self) -> None:
-        for workflow in _workflow_files(self.root):
+        for workflow in workflow_files(self.root):
             try:
                 node = parse_yaml(read_text(workflow)).node
             except FileRefused:
@@ -537,25 +545,6 @@ def _command_paths(command: str) -> list[str]:
                 found.append(word)
             break
     return [word for word in found if not Path(word).is_absolute()]
-
-
-def _workflow_files(root: Path) -> list[Path]:
-    """`.github/workflows/*.yml` of the project root and of each folder above it up to the git root.
-
-    Outside a git repository only the project root's own: a folder above it is someone else's.
-    """
-    found: list[Path] = []
-    folder = root.resolve()
-    while True:
-        workflows = folder / ".github" / "workflows"
-        listed = sorted([*workflows.glob("*.yml"), *workflows.glob("*.yaml")]) if workflows.is_dir() else []
-        found += listed
-        if (folder / ".git").exists():
-            return found
-        if folder.parent == folder:
-            own = root.resolve() / ".github" / "workflows"
-            return [path for path in found if path.parent == own]
-        folder = folder.parent
 
 
 @dataclass(frozen=True)

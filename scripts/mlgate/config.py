@@ -755,6 +755,10 @@ class RolloutMetricsConfig(_Model):
 class RolloutThresholdsConfig(_Model):
     """When the canary is judged harmful; see docs/rollout.md for each test."""
 
+    # The analysis reads this model itself (mlgate.rollout.analysis.Thresholds), so each field's domain is checked
+    # here, once: no NaN, no infinity.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Ceiling of the canary's error rate (hard guard, binomial test)."
     )

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 from mlgate.config import LoadedConfig
 from mlgate.errors import ToolError
 from mlgate.extras import require
+from mlgate.procio import stop_group
 
 # Set by the shell when `dvc remote add` fails, so that its error is told apart from the pull's.
 _REMOTE_FAILED = "remote-add-failed"
@@ -102,15 +102,7 @@ class Pull:
         if self._process is None:
             return
         if self._process.poll() is None:
-            try:
-                os.killpg(self._process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
+            stop_group(self._process, grace_s=30)
         self._process = None
         self._close()
 

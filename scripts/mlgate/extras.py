@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from mlgate.errors import ToolError
 
@@ -48,6 +48,28 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
         | {"scipy"}
     ),
 }
+
+# What a gate adds to the model project's own venv, beside the project's libraries: the compress gate's worker
+# runs there (it loads the project's model) and needs the ONNX tools, by the frameworks that venv holds. They
+# are installed when the venv is built (projenv) and checked again by the gate (compress).
+COMPRESS_BASE_LIBRARIES = ["onnx>=1.17,<2", "onnxruntime>=1.20,<2"]
+COMPRESS_TORCH_LIBRARIES = ["onnxscript>=0.3,<1"]
+COMPRESS_PRUNE_LIBRARIES = ["torch-pruning>=1.5,<2"]
+COMPRESS_SKLEARN_LIBRARIES = ["skl2onnx>=1.18,<2"]
+
+
+def compress_libraries(methods: Collection[str], found: Mapping[str, bool]) -> list[str]:
+    """The libraries the compress worker needs beside the project's, by `methods` (compress.methods) and which of
+    torch and sklearn the project venv holds (`found`). A scikit-learn project never gets torch-pruning, which would
+    pull torch into its venv."""
+    wanted = list(COMPRESS_BASE_LIBRARIES)
+    if found.get("torch"):
+        wanted += COMPRESS_TORCH_LIBRARIES
+        if "prune" in methods:
+            wanted += COMPRESS_PRUNE_LIBRARIES
+    if found.get("sklearn"):
+        wanted += COMPRESS_SKLEARN_LIBRARIES
+    return wanted
 
 
 def install_command(extra: str) -> str:

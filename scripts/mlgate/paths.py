@@ -143,3 +143,23 @@ def read_text(path: Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
         raise FileRefused(
             f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, offset {exc.start})"
         ) from None
+
+
+def workflow_files(root: Path) -> list[Path]:
+    """The GitHub workflows a model project runs: `.github/workflows/*.yml` of the project root and of each
+    folder above it up to the git root.
+
+    Outside a git repository only the project root's own: a folder above it is someone else's.
+    """
+    found: list[Path] = []
+    folder = root.resolve()
+    while True:
+        workflows = folder / ".github" / "workflows"
+        listed = sorted([*workflows.glob("*.yml"), *workflows.glob("*.yaml")]) if workflows.is_dir() else []
+        found += listed
+        if (folder / ".git").exists():
+            return found
+        if folder.parent == folder:
+            own = root.resolve() / ".github" / "workflows"
+            return [path for path in found if path.parent == own]
+        folder = folder.parent

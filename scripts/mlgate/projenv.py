@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mlgate.config import LoadedConfig
 from mlgate.errors import ToolError
+from mlgate.extras import compress_libraries
 
 MARKER = ".mlgate-env"
 # The editable install of the project made from a checkout (_install_local): skipped while it still holds.
@@ -331,9 +332,8 @@ def configured_gate_packages(loaded: LoadedConfig, python: Path) -> list[tuple[s
     (torch's own types import onnx and onnxscript once they are installed: about 8 s of mypy's time)."""
     if loaded.model.compress is None:
         return []
-    from mlgate.compress import requirements_for  # mlgate.compress imports this module
-
-    return [("compress", requirements_for(loaded.model.compress, importable(python, ["torch", "sklearn"])))]
+    methods = loaded.model.compress.methods
+    return [("compress", compress_libraries(methods, importable(python, ["torch", "sklearn"])))]
 
 
 def _add_gate_packages(loaded: LoadedConfig, python: Path, requirements: list[str], gate: str) -> bool:

@@ -252,7 +252,7 @@ def write_config(
 def stack(config: Path, canary: str, tracking_uri: str, env: dict[str, str]) -> Iterator[dict[str, Any]]:
     """`mlgate traffic up`: v1 stable, version `canary` the canary at weight 0; its state. Down after, and by pid
     whatever the state file names and still runs nginx or mlgate."""
-    from mlgate.traffic.state import alive, command_line, read_state
+    from mlgate.statefile import alive, command_line, read_state
 
     state_file = config.parent / ".mlgate" / "traffic" / "state.json"
     state: dict[str, Any] | None = None

@@ -169,7 +169,7 @@ def payloads(test_csv: Path, columns: list[str], root: Path) -> dict[int, Path]:
 
 
 def free_port() -> int:
-    from mlgate.traffic.state import free_port as kernel_pick
+    from mlgate.statefile import free_port as kernel_pick
 
     return kernel_pick()
 
@@ -364,7 +364,7 @@ def mlgate_cli(*argv: str, env: dict[str, str], timeout: float = 300) -> str:
 @contextmanager
 def nginx_stack(root: Path, tracking_uri: str, env: dict[str, str]) -> Iterator[tuple[Path, dict[str, Any]]]:
     """`mlgate traffic up` at 100/0 (stable @champion, canary @challenger: the same version); its config and state."""
-    from mlgate.traffic.state import alive, command_line, read_state
+    from mlgate.statefile import alive, command_line, read_state
 
     project = root / "traffic"
     project.mkdir()

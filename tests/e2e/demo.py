@@ -250,7 +250,7 @@ def show_traffic(tracking_uri: str, model: str, workdir: Path) -> bool:
     split each side saw and both servers' own metrics; `mlgate traffic down` whatever happens. True when every
     request was answered, both servers counted what the client saw, the split is within a 4-sigma binomial
     bound of 90/10, and `down` stopped the stack."""
-    from mlgate.traffic.state import free_port
+    from mlgate.statefile import free_port
 
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import yaml
 from mlflow import MlflowClient
 from mlgate.registry import Registry
 from mlgate.registry.audit import Who
-from mlgate.traffic.state import alive, free_port, read_state
+from mlgate.statefile import alive, free_port, read_state
 
 from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Project, Workbench, locust_errors

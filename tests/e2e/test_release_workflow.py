@@ -17,7 +17,7 @@ import re
 
 import yaml
 from mlflow import MlflowClient
-from mlgate.traffic.state import free_port
+from mlgate.statefile import free_port
 
 from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Project, Workbench, locust_errors

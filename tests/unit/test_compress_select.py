@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from mlgate import gha
 from mlgate.commands.compress import render
-from mlgate.compress import Attempt, CompressResult, requirements_for, sort_key, within_budgets
+from mlgate.compress import Attempt, CompressResult, sort_key, within_budgets
 from mlgate.compress.export import unsupported_op
 from mlgate.compress.quantize import choose_mode
 from mlgate.config import CompressConfig
+from mlgate.extras import compress_libraries
 
 
 def test_auto_mode_is_static_for_convolutions_dynamic_for_matmul_and_none_without_either() -> None:
@@ -60,13 +61,13 @@ def test_candidates_rank_smallest_then_fastest_and_a_budget_miss_excludes() -> N
 
 def test_the_worker_libraries_follow_what_the_project_venv_holds() -> None:
     settings = CompressConfig.model_validate({"methods": ["onnx", "int8", "prune"]})
-    torch_only = requirements_for(settings, {"torch": True, "sklearn": False})
+    torch_only = compress_libraries(settings.methods, {"torch": True, "sklearn": False})
     assert any(r.startswith("onnxscript") for r in torch_only) and any(
         r.startswith("torch-pruning") for r in torch_only
     )
     assert not any(r.startswith("skl2onnx") for r in torch_only)
     # A scikit-learn team never gets torch-pruning, which would pull torch (a multi-GB CUDA build) into its venv.
-    sklearn_only = requirements_for(settings, {"torch": False, "sklearn": True})
+    sklearn_only = compress_libraries(settings.methods, {"torch": False, "sklearn": True})
     assert any(r.startswith("skl2onnx") for r in sklearn_only)
     assert not any(r.startswith(("torch-pruning", "onnxscript")) for r in sklearn_only)
 

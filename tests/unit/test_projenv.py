@@ -27,7 +27,7 @@ def test_venv_built_once_then_reused_until_requirements_change_with_the_configur
     """A venv is built once per key; the libraries of the gates mlgate.yaml configures (compress) come with it, so
     the first job's cache holds them. Where they cannot be installed, the venv is still built (lint and train do
     not need them) and the compress gate meets the error itself."""
-    import mlgate.compress
+    import mlgate.extras
 
     monkeypatch.setenv("MLGATE_VENV_ROOT", str(tmp_path / "venvs"))
     (tmp_path / "requirements.txt").write_text("# nothing to install\n")
@@ -36,7 +36,7 @@ def test_venv_built_once_then_reused_until_requirements_change_with_the_configur
         handle.write("model_tests: {holdout: h, label: y}\ncompress: {methods: [onnx]}\n")
     # Stand-ins for onnx and onnxruntime: a path that does not exist (pip fails at once), then one of the venv's
     # own libraries (pip succeeds, nothing downloaded).
-    monkeypatch.setattr(mlgate.compress, "BASE_REQUIREMENTS", ["./no-such-onnx"])
+    monkeypatch.setattr(mlgate.extras, "COMPRESS_BASE_LIBRARIES", ["./no-such-onnx"])
     python = projenv.ensure_project_env(load_config(config))
     assert python is not None and python.is_file()
     out = capsys.readouterr().out
@@ -47,7 +47,7 @@ def test_venv_built_once_then_reused_until_requirements_change_with_the_configur
     assert projenv.ensure_project_env(load_config(config)) == python
     assert marker.stat().st_mtime_ns == built_at  # reused, not rebuilt
 
-    monkeypatch.setattr(mlgate.compress, "BASE_REQUIREMENTS", ["pytest>=8"])
+    monkeypatch.setattr(mlgate.extras, "COMPRESS_BASE_LIBRARIES", ["pytest>=8"])
     (tmp_path / "requirements.txt").write_text("# changed\n")
     rebuilt = projenv.ensure_project_env(load_config(config))
     assert rebuilt is not None and rebuilt != python

@@ -36,7 +36,7 @@ import rollout_models  # noqa: E402
 from mlgate.config import load_config  # noqa: E402
 from mlgate.registry import Registry  # noqa: E402
 from mlgate.registry.audit import Who  # noqa: E402
-from mlgate.traffic.state import alive, command_line, read_state  # noqa: E402
+from mlgate.statefile import alive, command_line, read_state  # noqa: E402
 from rollout_models import outcome  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"

@@ -27,7 +27,6 @@ from mlgate.rollout.analysis import (
     Thresholds,
     alpha_per_test,
     analyse,
-    check_thresholds,
     homogeneity_pvalue,
     ks_distance,
     mann_whitney_greater,
@@ -36,6 +35,7 @@ from mlgate.rollout.analysis import (
 )
 from mlgate.rollout.pairs import PairSample
 from mlgate.serve.metrics import LATENCY_BUCKETS, SCORE_BUCKETS
+from pydantic import ValidationError
 from scipy import stats
 
 STABLE = ServerRef("fraud", "3")
@@ -377,43 +377,29 @@ def test_each_test_holds_its_level_on_good_canaries() -> None:
 # --- thresholds and the budget's arithmetic -------------------------------------------------------------------
 
 
-def test_check_thresholds_names_what_is_out_of_its_domain() -> None:
-    assert check_thresholds(Thresholds()) == []
-    problems = check_thresholds(
-        Thresholds(
-            max_error_rate=1.5,
-            max_p99_s=0.0,
-            min_samples=0,
-            min_latency_quantile_samples=-1,
-            max_error_increase=float("nan"),
-            max_latency_ratio=0.9,
-            max_psi=-0.1,
-            max_ks=1.2,
-            max_disagreement=-0.01,
-            max_score_diff=0.0,
-            decision_threshold=float("inf"),
-            false_alarm_budget=0.5,
-        )
-    )
-    named = [problem.split(" ", 1)[0] for problem in problems]
-    assert named == [
-        "max_error_rate",
-        "max_error_increase",
-        "max_disagreement",
-        "max_p99_s",
-        "min_samples",
-        "min_latency_quantile_samples",
-        "max_latency_ratio",
-        "max_psi",
-        "max_ks",
-        "max_score_diff",
-        "decision_threshold",
-        "false_alarm_budget",
-    ]
-    assert "max_error_rate is a rate: between 0 and 1, not 1.5" in problems
-    assert check_thresholds(Thresholds(false_alarm_budget=0.0)) == [
-        "false_alarm_budget is a probability: in (0, 0.5), e.g. 0.01, not 0.0"
-    ]
+def test_thresholds_out_of_their_domain_are_refused_naming_each_field() -> None:
+    assert Thresholds() == Thresholds.model_validate({})
+    wrong = {
+        "max_error_rate": 1.5,
+        "max_p99_s": 0.0,
+        "min_samples": 0,
+        "min_latency_quantile_samples": -1,
+        "max_error_increase": float("nan"),
+        "max_latency_ratio": 0.9,
+        "max_psi": -0.1,
+        "max_ks": 1.2,
+        "max_disagreement": -0.01,
+        "max_score_diff": 0.0,
+        "decision_threshold": float("inf"),
+        "false_alarm_budget": 0.5,
+    }
+    with pytest.raises(ValidationError) as refused:
+        Thresholds.model_validate(wrong)
+    assert sorted(str(error["loc"][0]) for error in refused.value.errors()) == sorted(wrong)
+    for name, value in [*wrong.items(), ("max_p99_s", float("inf")), ("false_alarm_budget", 0.0)]:
+        with pytest.raises(ValidationError) as one:
+            Thresholds.model_validate({name: value})
+        assert [error["loc"] for error in one.value.errors()] == [(name,)], name
 
 
 def test_alpha_per_test_is_bonferroni() -> None:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlgate.procio import stop_group
 from mlgate.rollout import leftovers
-from mlgate.traffic.state import alive, started_at, stop_group
+from mlgate.statefile import alive, started_at
 
 SLEEPER = [sys.executable, "-c", "import time; print('load: 3 requests', flush=True); time.sleep(120)"]
 

@@ -15,10 +15,10 @@ import pytest
 from mlgate import cli
 from mlgate.config import TrafficConfig, load_config
 from mlgate.errors import ConfigError, InputError, ToolError
+from mlgate.statefile import alive
 from mlgate.traffic import Split, backend_for
 from mlgate.traffic.command import CommandTraffic
 from mlgate.traffic.nginx import Layout, Proxy, find_nginx, prefix_folder, render
-from mlgate.traffic.state import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 MLGATE = Path(sys.executable).parent / "mlgate"

@@ -39,10 +39,10 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from mlgate.errors import ToolError  # noqa: E402
+from mlgate.statefile import alive, command_line, port_in_use, read_state  # noqa: E402
 from mlgate.traffic import Split  # noqa: E402
 from mlgate.traffic import nginx as nginx_backend  # noqa: E402
 from mlgate.traffic.nginx import Layout, NginxTraffic, Proxy  # noqa: E402
-from mlgate.traffic.state import alive, command_line, port_in_use, read_state  # noqa: E402
 from modeltest_models import Logistic  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"

@@ -294,11 +294,11 @@ def _load(command: str | None, root: Path, state_folder: Path, url: str | None) 
         return
     import os
     import shlex
-    import signal
     import subprocess
 
+    from mlgate.procio import stop_group
     from mlgate.rollout import leftovers
-    from mlgate.traffic.state import started_at
+    from mlgate.statefile import started_at
 
     try:
         argv = shlex.split(command)
@@ -325,12 +325,7 @@ def _load(command: str | None, root: Path, state_folder: Path, url: str | None) 
         yield
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, grace_s=15)
         print(leftovers.load_output(log), flush=True)
         leftovers.forget(state_folder, "load")
 

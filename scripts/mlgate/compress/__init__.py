@@ -19,17 +19,13 @@ from typing import Any
 from mlgate.config import CompressConfig, LoadedConfig
 from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, InputError, MlgateError, ToolError
-from mlgate.extras import require
+from mlgate.extras import compress_libraries, require
 from mlgate.mlflowio import reach
 from mlgate.modeltest import ModelTestReport, project_process_env, run_model_tests
 from mlgate.procio import stream
 from mlgate.projenv import ensure_gate_packages, ensure_project_env, importable
 
 WORKER = "mlgate.compress.worker"
-BASE_REQUIREMENTS = ["onnx>=1.17,<2", "onnxruntime>=1.20,<2"]
-TORCH_REQUIREMENTS = ["onnxscript>=0.3,<1"]
-PRUNE_REQUIREMENTS = ["torch-pruning>=1.5,<2"]
-SKLEARN_REQUIREMENTS = ["skl2onnx>=1.18,<2"]
 SELECTED_TAG = "mlgate.compress.selected"
 _ERRORS: dict[str, type[MlgateError]] = {cls.__name__: cls for cls in (ConfigError, InputError, ToolError)}
 
@@ -83,18 +79,6 @@ def settings_of(loaded: LoadedConfig) -> CompressConfig:
             line=loaded.line_of("compress", "methods"),
         )
     return settings
-
-
-def requirements_for(settings: CompressConfig, found: dict[str, bool]) -> list[str]:
-    """The libraries the worker needs beside the project's, by what the project venv holds."""
-    wanted = list(BASE_REQUIREMENTS)
-    if found.get("torch"):
-        wanted += TORCH_REQUIREMENTS
-        if "prune" in settings.methods:
-            wanted += PRUNE_REQUIREMENTS
-    if found.get("sklearn"):
-        wanted += SKLEARN_REQUIREMENTS
-    return wanted
 
 
 def sort_key(variant: dict[str, Any], settings: CompressConfig) -> tuple[float, float]:
@@ -167,7 +151,7 @@ def run_compress(
             require("onnx", "onnxruntime", "pytest", "pandas", "numpy")
         else:
             found = importable(python, ["torch", "sklearn"])
-            ensure_gate_packages(loaded, python, requirements_for(settings, found), "compress")
+            ensure_gate_packages(loaded, python, compress_libraries(settings.methods, found), "compress")
         timings["project_env"] = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="mlgate-compress-") as tmp:
         started = time.perf_counter()

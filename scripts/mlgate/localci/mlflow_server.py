@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +17,10 @@ from types import TracebackType
 
 from mlgate.errors import ToolError
 from mlgate.mlflowio import no_telemetry
+from mlgate.procio import stop_group
+from mlgate.statefile import free_port
 
 INSTALL_HINT = "pip install 'mlgate[ci]' (it brings MLflow's server), or pass --tracking-uri of a running server"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_mlflow() -> str | None:
@@ -90,14 +83,7 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_group(self.process, grace_s=20)
         self.process = None
 
     def _log_tail(self) -> str:

@@ -34,7 +34,8 @@ from mlgate.localci.act import (
     job_results,
     run_act,
 )
-from mlgate.localci.mlflow_server import INSTALL_HINT, MlflowServer, find_mlflow, free_port
+from mlgate.localci.mlflow_server import INSTALL_HINT, MlflowServer, find_mlflow
+from mlgate.statefile import free_port
 from mlgate.yamlio import load_yaml_file
 
 DEFAULT_EVENT = "pull_request"

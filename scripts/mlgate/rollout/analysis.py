@@ -32,7 +32,7 @@ and looks (a growing window, PSI and KS on the same scores). That makes it conse
 correlated, so part of the budget goes unspent (an alpha-spending rule, e.g. O'Brien-Fleming, spends it more
 tightly, at the price of fixing the looks in advance); tests/unit/test_rollout_analysis.py measures the rate.
 
-SciPy is imported by `analyse` only: the config loader calls `check_thresholds` in a venv that may lack it.
+SciPy is imported by `analyse` only: the controller's plan is built in a venv that may lack it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from mlgate.config import RolloutThresholdsConfig
 from mlgate.metrics import Bucket, WindowMetrics
 from mlgate.rollout.pairs import PairSample
 
@@ -58,59 +59,9 @@ P99_SHARE = 0.01
 PSI_EPSILON = 1e-4
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """What fails a canary: hard limits on the canary alone, practical margins over the stable model, samples."""
-
-    max_error_rate: float = 0.05  # ceiling of the canary's error rate (4xx and 5xx)
-    max_p99_s: float = 1.0  # budget of the canary's p99 latency, seconds
-    min_samples: int = 50  # requests (scores, for the score checks) a side before a check can pass
-    min_latency_quantile_samples: int = 1000  # requests a side before p99s are compared, not only medians
-    max_error_increase: float = 0.01  # canary error rate minus stable's, absolute
-    max_latency_ratio: float = 1.5  # canary/stable latency (medians, and p99s with enough samples)
-    max_psi: float = 0.2
-    max_ks: float = 0.15
-    max_disagreement: float = 0.05  # share of paired rows the two models put on different sides of the threshold
-    max_score_diff: float = 0.1  # mean absolute difference of the paired scores
-    decision_threshold: float = 0.5  # the score at which a row counts as positive, for the agreement
-    false_alarm_budget: float = 0.01  # chance of failing a good canary over the whole rollout
-
-
-def check_thresholds(thresholds: Thresholds) -> list[str]:
-    """What is out of its domain in `thresholds`, one sentence per field named as in the config; empty when none."""
-    problems: list[str] = []
-    t = thresholds
-    for name, value in (
-        ("max_error_rate", t.max_error_rate),
-        ("max_error_increase", t.max_error_increase),
-        ("max_disagreement", t.max_disagreement),
-    ):
-        if not 0 <= value <= 1:  # NaN fails every comparison
-            problems.append(f"{name} is a rate: between 0 and 1, not {value!r}")
-    if not t.max_p99_s > 0 or math.isinf(t.max_p99_s):
-        problems.append(f"max_p99_s is a latency in seconds: above 0, not {t.max_p99_s!r}")
-    for name, count in (
-        ("min_samples", t.min_samples),
-        ("min_latency_quantile_samples", t.min_latency_quantile_samples),
-    ):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            problems.append(f"{name} is a number of requests: a whole number of at least 1, not {count!r}")
-    if not t.max_latency_ratio > 1:
-        problems.append(
-            "max_latency_ratio is a canary/stable ratio: above 1 (1.5 tolerates 50 % slower), "
-            f"not {t.max_latency_ratio!r}"
-        )
-    if not t.max_psi > 0:
-        problems.append(f"max_psi must be above 0 (0.1 small, 0.2 moderate, 0.25 large shift), not {t.max_psi!r}")
-    if not 0 < t.max_ks <= 1:
-        problems.append(f"max_ks is a distance between two distributions: in (0, 1], not {t.max_ks!r}")
-    if not t.max_score_diff > 0 or math.isinf(t.max_score_diff):
-        problems.append(f"max_score_diff is a difference of scores: above 0, e.g. 0.1, not {t.max_score_diff!r}")
-    if not math.isfinite(t.decision_threshold):
-        problems.append(f"decision_threshold is a score: a finite number, e.g. 0.5, not {t.decision_threshold!r}")
-    if not 0 < t.false_alarm_budget < 0.5:
-        problems.append(f"false_alarm_budget is a probability: in (0, 0.5), e.g. 0.01, not {t.false_alarm_budget!r}")
-    return problems
+# What fails a canary (hard limits on the canary alone, practical margins over the stable model, samples): one
+# definition, the `rollout.thresholds` model of mlgate.yaml, whose fields say each one's domain and default.
+Thresholds = RolloutThresholdsConfig
 
 
 def alpha_per_test(budget: float, steps: int, analyses_per_step: int, tests: int = TESTS_PER_ANALYSIS) -> float:
@@ -681,7 +632,6 @@ __all__ = [
     "Verdict",
     "alpha_per_test",
     "analyse",
-    "check_thresholds",
     "homogeneity_pvalue",
     "ks_distance",
     "mann_whitney_greater",

@@ -29,8 +29,8 @@ from mlgate.errors import InputError, MlgateError
 from mlgate.metrics import MetricsError, MetricsProvider, ServerRef, WindowMetrics
 from mlgate.rollout.analysis import PAIRED_METRICS, TESTS_PER_ANALYSIS, Thresholds, alpha_per_test, analyse
 from mlgate.rollout.pairs import PairReader, PairSample
+from mlgate.statefile import alive, locked, read_state, write_state
 from mlgate.traffic import Split, TrafficBackend
-from mlgate.traffic.state import alive, locked, read_state, write_state
 
 RUNNING = "running"
 PROMOTED = "promoted"
@@ -100,7 +100,7 @@ class Plan:
             "false_alarm_budget": self.false_alarm_budget,
             "alpha_per_test": self.alpha,
             "max_failures": self.max_failures,
-            "thresholds": dict(self.thresholds.__dict__),
+            "thresholds": self.thresholds.model_dump(),
         }
 
 

@@ -16,7 +16,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from mlgate.traffic.state import alive, read_state, started_at, stop_group, write_state
+from mlgate.procio import stop_group
+from mlgate.statefile import alive, read_state, started_at, write_state
 
 NOTE = "started.json"
 LOAD_LOG = "load.log"

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate.errors import ToolError
+from mlgate.procio import stop_group
+from mlgate.statefile import locked, read_state, write_state
 from mlgate.traffic import Applied, Split
-from mlgate.traffic.state import locked, read_state, stop_group, write_state
 
 if TYPE_CHECKING:
     from mlgate.config import CommandTrafficConfig

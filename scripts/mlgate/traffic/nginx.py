@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate.errors import InputError, ToolError
+from mlgate.statefile import LOOPBACK, command_line, locked, read_state, runs, write_state
 from mlgate.traffic import Applied, Split
-from mlgate.traffic.state import LOOPBACK, command_line, locked, read_state, runs, write_state
 
 if TYPE_CHECKING:
     from mlgate.config import NginxTrafficConfig

@@ -21,9 +21,8 @@ from typing import Any
 
 from mlgate.config import LoadedConfig
 from mlgate.errors import InputError, ToolError
-from mlgate.traffic import Split
-from mlgate.traffic.nginx import LOOPBACK_HTTP, Layout, Proxy, find_nginx, served_generation, start
-from mlgate.traffic.state import (
+from mlgate.procio import stop_group
+from mlgate.statefile import (
     LOOPBACK,
     free_port,
     locked,
@@ -31,9 +30,10 @@ from mlgate.traffic.state import (
     read_state,
     require_free_port,
     runs,
-    stop_group,
     write_state,
 )
+from mlgate.traffic import Split
+from mlgate.traffic.nginx import LOOPBACK_HTTP, Layout, Proxy, find_nginx, served_generation, start
 
 ROLES = ("stable", "canary")
 SERVER_GRACE_S = 30.0  # uvicorn's graceful shutdown answers the requests in flight first

@@ -1,7 +1,8 @@
-"""The traffic layer's files and processes: its JSON state file, a lock, loopback ports, and stopping by pid.
+"""What the traffic stack and the rollout keep between commands: a JSON state file, a lock, the pids and ports in it.
 
 A pid in a state file may outlive its process (a reboot, a crash) and be reused by another; every
-signal is sent only after /proc says the pid still runs the command mlgate started there.
+signal is sent only after /proc says the pid still runs the command mlgate started there (`runs`,
+`started_at`). Stopping a process group is `procio.stop_group`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -30,16 +30,16 @@ def read_state(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ToolError(f"{path}: cannot read the traffic state file: {exc.strerror}") from None
+        raise ToolError(f"{path}: cannot read the state file: {exc.strerror}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ToolError(
-            f"{path}: the traffic state file is not JSON ({exc.msg}, line {exc.lineno})",
-            hint="stop what it described (`mlgate traffic down` reads it too), delete the file, and start again",
+            f"{path}: the state file is not JSON ({exc.msg}, line {exc.lineno})",
+            hint="stop what it described (`mlgate traffic down`, `mlgate rollout abort`), delete the file, start again",
         ) from None
     if not isinstance(data, dict):
-        raise ToolError(f"{path}: the traffic state file holds no JSON object", hint="delete it and start again")
+        raise ToolError(f"{path}: the state file holds no JSON object", hint="delete it and start again")
     return data
 
 
@@ -118,23 +118,6 @@ def wait_gone(pid: int, seconds: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def stop_group(pid: int, *, first: signal.Signals, grace_s: float) -> bool:
-    """Send `first` to the process group `pid` leads, SIGKILL after `grace_s`; True when it ended gracefully."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, first)
-    if wait_gone(pid, grace_s):
-        graceful = True
-    else:
-        graceful = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        wait_gone(pid, 10.0)
-    # Whatever else was in the group (uvicorn's or nginx's workers) goes with its leader.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    return graceful
 
 
 def free_port() -> int:
