@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,26 @@ def test_every_allowed_arrow_is_one_the_package_has(tmp_path: Path) -> None:
     done = _lint(stale)
     assert done.returncode != 0
     assert "mlgate.lint -> mlgate.serve" in done.stdout + done.stderr
+
+
+def _listed(contract: str) -> str:
+    text = CONTRACT.read_text(encoding="utf-8")
+    return text.split(f"[importlinter:contract:{contract}]", 1)[1].split("\n[", 1)[0]
+
+
+def test_every_module_of_the_package_stands_in_a_layer() -> None:
+    """A new gate or shared module is placed in the contract, or this fails: none goes unchecked."""
+    package = ROOT / "scripts" / "mlgate"
+    tops = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    tops |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    layers = _listed("layers").split("ignore_imports", 1)[0]
+    placed = set(re.findall(r"\bmlgate\.([a-z_]+)", layers))
+    assert sorted(tops - placed) == [], "add these to a layer of .importlinter"
+
+
+def test_every_command_module_is_in_the_independence_contract() -> None:
+    from mlgate.cli import COMMANDS
+
+    listed = set(re.findall(r"mlgate\.commands\.([a-z_]+)", _listed("commands")))
+    modules = {p.stem for p in (ROOT / "scripts" / "mlgate" / "commands").glob("*.py")} - {"__init__", "arguments"}
+    assert listed == modules == {module for module, _ in COMMANDS.values()}

@@ -12,7 +12,7 @@ from mlgate.commands.arguments import add_config_argument, add_tracking_argument
 from mlgate.config import load_config
 
 if TYPE_CHECKING:
-    from mlgate.registry import Decision, Registry
+    from mlgate.registry import Decision
 
 OPERATIONS = ("register", "promote", "rollback", "status", "history")
 
@@ -45,22 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="status/history: print JSON")
 
 
-def open_registry(args: argparse.Namespace) -> Registry:
-    from mlgate.mlflowio import reach
-    from mlgate.registry import Registry, champion_alias, model_name
-
-    loaded = load_config(args.config)
-    uri = require_tracking_uri(args.tracking_uri)
-    client = reach(uri)
-    import mlflow
-
-    # The registry resolves a models:/ source through the global tracking URI, not the client's.
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    name = args.name or model_name(loaded)
-    return Registry(client, uri, name, loaded.model.registry.audit_experiment, champion_alias(loaded))
-
-
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + " UTC" if at else "?"
 
@@ -84,12 +68,13 @@ def render_decision(decision: Decision) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mlgate.errors import GateFailed, InputError
-    from mlgate.registry import operations
+    from mlgate.registry import open_registry, operations
     from mlgate.registry.audit import Who
 
     if args.operation is None:
         raise InputError("no registry operation given", hint=f"one of: {', '.join(OPERATIONS)}")
-    registry = open_registry(args)
+    loaded = load_config(args.config)
+    registry = open_registry(loaded, require_tracking_uri(args.tracking_uri), args.name)
     if args.operation == "status":
         aliases = operations.status(registry)
         if args.json:
@@ -131,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("register needs --model-uri", hint="pass the compress (or train) job's model-uri")
         decision = operations.register(registry, args.model_uri, operations.Evidence.parse(args.evidence), who)
     elif args.operation == "promote":
-        loaded = load_config(args.config)
         decision = operations.promote(loaded, registry, who, args.version)
     else:
         decision = operations.rollback(registry, who, args.reason, args.version)

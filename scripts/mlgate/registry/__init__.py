@@ -260,6 +260,22 @@ class Registry:
         return f"the alias moves made ({moved}) were undone: the aliases are as they were"
 
 
+def open_registry(loaded: LoadedConfig, uri: str, name: str | None = None) -> Registry:
+    """The registered model `name` (default: registry.model of `loaded`) on the server at `uri`, which has answered
+    once (mlflowio.reach: a server that is down fails here, within its bound)."""
+    from mlgate.mlflowio import reach
+
+    client = reach(uri)
+    import mlflow
+
+    # The registry resolves a models:/ source through the global tracking URI, not the client's.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return Registry(
+        client, uri, name or model_name(loaded), loaded.model.registry.audit_experiment, champion_alias(loaded)
+    )
+
+
 def _lock_of(raw: str | None) -> dict[str, Any] | None:
     if not raw:
         return None
