@@ -135,3 +135,17 @@ def add_dvc_arguments(parser: argparse.ArgumentParser) -> None:
         default=flag_default("dvc-pull") is False,
         help="do not run `dvc pull` even when data.dvc is true",
     )
+
+
+def add_operation_argument(
+    parser: argparse.ArgumentParser, operations: tuple[str, ...], help: str | None = None
+) -> None:
+    """The operation positional of a command with several (`mlgate registry promote`), from the operation input."""
+    parser.add_argument("operation", nargs="?", default=env_default("operation"), choices=operations, help=help)
+
+
+def require_operation(args: argparse.Namespace, command: str, operations: tuple[str, ...]) -> str:
+    """The operation given, or an InputError listing them: an action may leave its operation input empty."""
+    if args.operation is None:
+        raise InputError(f"no {command} operation given", hint=f"one of: {', '.join(operations)}")
+    return str(args.operation)

@@ -14,7 +14,13 @@ import argparse
 import os
 
 from mlgate import gha
-from mlgate.commands.arguments import add_config_argument, add_on_off_arguments, env_default
+from mlgate.commands.arguments import (
+    add_config_argument,
+    add_on_off_arguments,
+    add_operation_argument,
+    env_default,
+    require_operation,
+)
 from mlgate.config import load_config
 from mlgate.errors import InputError
 
@@ -23,7 +29,7 @@ CACHE_CHOICES = ("auto", "true", "false")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("operation", nargs="?", choices=OPERATIONS, default=env_default("operation"))
+    add_operation_argument(parser, OPERATIONS)
     add_config_argument(parser)
     add_on_off_arguments(
         parser,
@@ -51,8 +57,7 @@ def use_cache(choice: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from mlgate import projenv
 
-    if args.operation is None:
-        raise InputError("no env operation given", hint=f"one of: {', '.join(OPERATIONS)}")
+    require_operation(args, "env", OPERATIONS)
     loaded = load_config(args.config)
     needed = bool(loaded.model.environment.install)
     if args.operation == "key":

@@ -8,7 +8,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
-from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default, require_tracking_uri
+from mlgate.commands.arguments import (
+    add_config_argument,
+    add_operation_argument,
+    add_tracking_argument,
+    env_default,
+    require_operation,
+    require_tracking_uri,
+)
 from mlgate.config import load_config
 
 if TYPE_CHECKING:
@@ -18,12 +25,10 @@ OPERATIONS = ("register", "promote", "rollback", "status", "history")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "operation",
-        nargs="?",
-        default=env_default("operation"),
-        choices=OPERATIONS,
-        help="register a model as @challenger; promote the challenger to @champion (keeping @previous); "
+    add_operation_argument(
+        parser,
+        OPERATIONS,
+        "register a model as @challenger; promote the challenger to @champion (keeping @previous); "
         "rollback @champion to @previous or --version; status of the aliases; history (the audit trail)",
     )
     parser.add_argument("name", nargs="?", default=None, help="registered model name (default: from mlgate.yaml)")
@@ -71,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from mlgate.registry import open_registry, operations
     from mlgate.registry.audit import Who
 
-    if args.operation is None:
-        raise InputError("no registry operation given", hint=f"one of: {', '.join(OPERATIONS)}")
+    require_operation(args, "registry", OPERATIONS)
     loaded = load_config(args.config)
     registry = open_registry(loaded, require_tracking_uri(args.tracking_uri), args.name)
     if args.operation == "status":

@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default, require_tracking_uri
+from mlgate.commands.arguments import (
+    add_config_argument,
+    add_operation_argument,
+    add_tracking_argument,
+    env_default,
+    require_operation,
+    require_tracking_uri,
+)
 from mlgate.config import load_config
-from mlgate.errors import GateFailed, InputError
+from mlgate.errors import GateFailed
 
 if TYPE_CHECKING:
     from mlgate.rollout.operations import RolloutRequest, StartResult
@@ -19,12 +26,10 @@ OPERATIONS = ("start", "status", "abort")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "operation",
-        nargs="?",
-        default=env_default("operation"),
-        choices=OPERATIONS,
-        help="start: run the steps to promotion or rollback; status: the rollout's phase, step and split; "
+    add_operation_argument(
+        parser,
+        OPERATIONS,
+        "start: run the steps to promotion or rollback; status: the rollout's phase, step and split; "
         "abort: every request back on the stable model and the rollout closed (also after its controller died)",
     )
     add_config_argument(parser)
@@ -129,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from mlgate.rollout import operations
     from mlgate.rollout.report import status_text
 
-    if args.operation is None:
-        raise InputError("no rollout operation given", hint=f"one of: {', '.join(OPERATIONS)}")
+    require_operation(args, "rollout", OPERATIONS)
     loaded = load_config(args.config)
     if args.operation == "start":
         request = _request(args, tracking_uri=require_tracking_uri(args.tracking_uri))

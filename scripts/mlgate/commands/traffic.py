@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate import gha
-from mlgate.commands.arguments import add_config_argument, add_tracking_argument, env_default, flag_default
+from mlgate.commands.arguments import (
+    add_config_argument,
+    add_operation_argument,
+    add_tracking_argument,
+    env_default,
+    flag_default,
+    require_operation,
+)
 from mlgate.config import DEFAULT_CONFIG, LoadedConfig, TrafficConfig, load_config
 from mlgate.errors import InputError
 
@@ -36,12 +43,10 @@ def _switch(text: str) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "operation",
-        nargs="?",
-        default=env_default("operation"),
-        choices=OPERATIONS,
-        help="up: start two `mlgate serve` and nginx in front (the nginx backend); set: change the weights or "
+    add_operation_argument(
+        parser,
+        OPERATIONS,
+        "up: start two `mlgate serve` and nginx in front (the nginx backend); set: change the weights or "
         "the mirror; status: the split, the processes and their readiness; down: stop them all",
     )
     add_config_argument(parser)
@@ -170,8 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from mlgate.traffic.nginx import Layout, prefix_folder
     from mlgate.traffic.stack import down, status
 
-    if args.operation is None:
-        raise InputError("no traffic operation given", hint=f"one of: {', '.join(OPERATIONS)}")
+    require_operation(args, "traffic", OPERATIONS)
     config, root, loaded = _traffic_config(args.config)
     if args.operation == "up":
         return _up(args, config, root, loaded)
