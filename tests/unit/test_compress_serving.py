@@ -23,7 +23,7 @@ import pytest
 import yaml
 from mlgate.compress.worker import Worker
 from mlgate.config import load_config
-from mlgate.localci.mlflow_server import free_port
+from mlgate.statefile import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = ROOT / ".venv" / "bin" / "mlflow"

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from mlgate.metrics import MetricsError, ServerRef, WindowMetrics
 from mlgate.metrics.prometheus import PrometheusProvider
 from mlgate.metrics.scrape import ScrapeProvider
+from mlgate.statefile import free_port
 from modeltest_models import Logistic
 
 PROMETHEUS = shutil.which("prometheus")
@@ -39,12 +39,6 @@ READY_WITHIN_S = 120  # bounds for a stuck start or scrape, not timing assertion
 SCRAPED_WITHIN_S = 30
 GOOD_REQUESTS = {"fraud": 12, "fragile": 6}
 FAILING_REQUESTS = {"fraud": 0, "fragile": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

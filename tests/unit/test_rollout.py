@@ -13,7 +13,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ import rollout_models  # noqa: E402
 from mlgate.config import load_config  # noqa: E402
 from mlgate.registry import Registry  # noqa: E402
 from mlgate.registry.audit import Who  # noqa: E402
-from mlgate.statefile import alive, command_line, read_state  # noqa: E402
+from mlgate.statefile import alive, command_line, free_port, read_state  # noqa: E402
 from rollout_models import outcome  # noqa: E402
 
 MLGATE = Path(sys.executable).parent / "mlgate"
@@ -60,12 +59,6 @@ rollout:
   # the production default (1.5x) for reasons of their own; the slow challenger is 10x and more.
   thresholds: {{ min_samples: 40, max_latency_ratio: 4 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

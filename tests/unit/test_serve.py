@@ -30,6 +30,7 @@ from mlflow.models import infer_signature
 from mlgate import cli
 from mlgate.serve import DEFAULT_HOST
 from mlgate.serve.app import Settings, create_app
+from mlgate.statefile import free_port
 from modeltest_models import Logistic
 
 ROWS = pd.DataFrame({"amount": [12.5, 480.0, 3000.0], "velocity": [1.0, 4.0, 20.0]})
@@ -291,12 +292,6 @@ def test_a_uri_that_does_not_resolve_keeps_the_server_unready_and_says_why(store
         refused = client.post("/invocations", json=PAYLOADS["inputs"])
         assert refused.status_code == 503
         assert "models:/no-such-model@champion" in refused.json()["message"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_port_in_use_is_refused_naming_the_port(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from mlgate.errors import ToolError  # noqa: E402
-from mlgate.statefile import alive, command_line, port_in_use, read_state  # noqa: E402
+from mlgate.statefile import alive, command_line, free_port, port_in_use, read_state  # noqa: E402
 from mlgate.traffic import Split  # noqa: E402
 from mlgate.traffic import nginx as nginx_backend  # noqa: E402
 from mlgate.traffic.nginx import Layout, NginxTraffic, Proxy  # noqa: E402
@@ -52,12 +51,6 @@ BODY = json.dumps({"dataframe_split": ROW.to_dict(orient="split")}).encode()
 UP_TIMEOUT_S = 240  # a bound for a stuck start, not a timing assertion
 SIGMAS = 4.0
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
