@@ -24,10 +24,8 @@ compress gate's, not a venv build's or a data pull's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,8 +39,11 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO_ROOT / "tests" / "unit"))
+sys.path.insert(0, str(REPO_ROOT))
 
 import compress_models  # noqa: E402 - after the path it lives on
+
+from tests.benchmarks._common import bench_parser, machine, outside_env, write_record  # noqa: E402
 
 COPY_IGNORE = shutil.ignore_patterns(
     ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache", ".pytest_cache", "mlruns", "mlflow.db",
@@ -264,8 +265,7 @@ def table(rows: list[dict[str, Any]], large_batch: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/compress.json"))
+    parser = bench_parser(__doc__, "compress")
     parser.add_argument(
         "--threads", type=int, default=1, help="onnxruntime and torch intra-op threads (compress.threads)"
     )
@@ -277,7 +277,7 @@ def main() -> int:
     runners = {"fraud-mlp": example_network, "test-cnn": test_cnn, "sklearn-logistic": sklearn_pipeline,
                "wide-mlp": wide_mlp}  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="mlgate-bench-compress-"))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLGATE_INPUT_", "GITHUB_"))}
+    env = outside_env()
     # The training command (`python -m fraud.train`) runs in this venv: the project has no environment.install.
     env.update(DVC_NO_ANALYTICS="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     rows: list[dict[str, Any]] = []
@@ -297,9 +297,7 @@ def main() -> int:
     print(table(rows, args.large_batch))
     payload = {
         "benchmark": "compress",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **machine(),
         "threads": args.threads,
         "large_batch": args.large_batch,
         "repeats": args.repeats,
@@ -312,9 +310,7 @@ def main() -> int:
         "results": rows,
         "reports": raw,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, payload, default=str)
     return 0
 
 

@@ -16,10 +16,7 @@ are the families of the declared checks and the project's own tests (tests/model
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,6 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks._common import bench_parser, machine, outside_env, write_record
 from tests.e2e.harness import BIN, REPO_ROOT
 from tests.e2e.mlflow_server import MlflowServer
 
@@ -192,8 +190,7 @@ def markdown(rows: list[tuple[str, int, dict[str, Any]]]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/model_test.json"))
+    parser = bench_parser(__doc__, "model_test")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated holdout row counts")
     parser.add_argument("--repeats", type=int, default=1, help="warm runs per size (the median is reported)")
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the row sampling")
@@ -212,7 +209,7 @@ def main() -> int:
         project = Path(shutil.copytree(REPO_ROOT / "example-project", root / "project", ignore=COPY_IGNORE))
         rewrite_config(project, lambda config: config["train"]["profiles"].update(champion=CHAMPION_PROFILE))
         server = MlflowServer(root / "mlflow").start()
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("MLGATE_INPUT_", "GITHUB_"))}
+        env = outside_env()
         env.update(GITHUB_OUTPUT=str(root / "github-output"), GITHUB_STEP_SUMMARY=str(root / "step-summary.md"),
                    DVC_NO_ANALYTICS="1")  # fmt: skip
         trained = {}
@@ -265,18 +262,14 @@ def main() -> int:
         print(f"{result['size']}: {result['median']['wall_s'] / base:.1f}x the wall time of {results[0]['size']}")
     payload = {
         "benchmark": "model-test",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **machine(),
         "repeats": args.repeats,
         "fresh_venv": args.fresh_venv,
         "models": trained,
         "cold": {"size": label(sizes[0]), "rows": sizes[0], **cold},
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, payload)
     return 0
 
 

@@ -11,7 +11,6 @@ The train job's overhead is its whole time minus the training command's own (fro
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks._common import bench_parser, write_record
 from tests.e2e.harness import ActResult, Workbench
 from tests.e2e.mlflow_server import MlflowServer
 
@@ -84,8 +84,7 @@ def train_job(result: ActResult, found: dict[str, float]) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/pr_gate.json"))
+    parser = bench_parser(__doc__, "pr_gate")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)  # each run's act log is written beside the JSON
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
@@ -130,9 +129,7 @@ def main() -> int:
             f"gate overhead {train['overhead_s']:.1f} s ({train['overhead_share']:.0%} of the job, "
             f"{train['overhead_ratio']:.2f}x the training command)"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "pr_gate_under_act", "runs": runs}, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, {"benchmark": "pr_gate_under_act", "runs": runs})
     return 0
 
 

@@ -27,11 +27,9 @@ the JSON says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,6 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate.mlflowio import no_telemetry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks._common import bench_parser, machine, write_record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -346,8 +348,7 @@ def markdown(stages: list[Stage]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/registry.json"))
+    parser = bench_parser(__doc__, "registry")
     parser.add_argument("--versions", type=int, default=1000, help="versions of the history model")
     parser.add_argument("--repeats", type=int, default=20, help="in-process rounds of register, promote, rollback")
     parser.add_argument("--cli-repeats", type=int, default=3, help="rounds of the same as `mlgate registry` commands")
@@ -399,9 +400,7 @@ def main() -> int:
     print(f"total {total_s:.0f} s")
     payload = {
         "benchmark": "registry",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **machine(),
         "server": "mlflow server, sqlite backend, 127.0.0.1, 1 worker",
         "repeats": args.repeats,
         "cli_repeats": args.cli_repeats,
@@ -410,9 +409,7 @@ def main() -> int:
         "release_workflow_under_act": ACT_NOTE,
         "total_s": total_s,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, payload)
     return 0
 
 

@@ -10,14 +10,13 @@ what a release that brings no better model costs.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks._common import bench_parser, write_record
 from tests.benchmarks.bench_pr_gate import STEP, seconds_of
 from tests.e2e.github_api import GitHubApiStandin
 from tests.e2e.harness import ActResult, Workbench
@@ -41,8 +40,7 @@ def job_seconds(result: ActResult) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/release.json"))
+    parser = bench_parser(__doc__, "release")
     args = parser.parse_args()
     runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-release-") as tmp:
@@ -69,9 +67,7 @@ def main() -> int:
         assert isinstance(jobs, dict)
         print(f"{run['run']:<36}{run['exit']:>5}{run['wall_s']:>9.1f}" + "".join(f"{jobs[j]:>12.1f}" for j in JOBS))
     print("(job seconds: top-level steps as act reports them; jobs of one run partly overlap, so they need not add up)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs}, indent=1), encoding="utf-8")
-    print(f"written: {args.out}")
+    write_record(args.out, {"runs": runs})
     return 0 if runs and runs[0]["exit"] == 0 else 1
 
 

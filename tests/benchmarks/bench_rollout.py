@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -65,11 +64,15 @@ import yaml
 from mlflow.pyfunc import PythonModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serve  # the example model, the CLI runner, ports
+import bench_serve  # the example model, the CLI runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from bench_serve import BIN, BenchError, free_port, mlgate_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench_serve import BIN, BenchError, mlgate_cli
+from mlgate.statefile import free_port
 from rollout_models import outcome  # what a client saw: ok, the model's error, or the switch's
+
+from tests.benchmarks._common import bench_parser, command_line, machine, outside_env, write_record
 
 MODEL_NAME = bench_serve.MODEL_NAME
 STABLE_VERSION = "1"
@@ -490,8 +493,7 @@ def table(summary: dict[str, dict[str, Any]], switches: dict[str, int], requests
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/rollout.json"))
+    parser = bench_parser(__doc__, "rollout")
     parser.add_argument("--good-runs", type=int, default=20, help="rollouts of the good challenger (aim: ≥ 20)")
     parser.add_argument("--bad-runs", type=int, default=5, help="rollouts of each bad challenger")
     parser.add_argument("--rate", type=float, default=60, help="requests a second through nginx, all clients")
@@ -508,7 +510,7 @@ def main() -> int:
     from mlgate.mlflowio import no_telemetry
 
     no_telemetry()  # before MLflow is imported
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLGATE_INPUT_", "GITHUB_"))}
+    env = outside_env()
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}{os.pathsep}/usr/sbin", DVC_NO_ANALYTICS="1")
     no_telemetry(env)
     root = Path(tempfile.mkdtemp(prefix="mlgate-bench-rollout-"))
@@ -565,10 +567,8 @@ def main() -> int:
     print(f"total {total_s:.0f} s")
     payload = {
         "benchmark": "rollout",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        **machine(),
+        "settings": command_line(args),
         "plan": {
             "steps": steps,
             "shadow": args.shadow,
@@ -597,9 +597,7 @@ def main() -> int:
         "rollouts": results,
         "total_s": total_s,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, payload)
     return 0
 
 

@@ -33,12 +33,10 @@ when it ran, whether or not the aims were met (the table says which); non-zero o
 
 from __future__ import annotations
 
-import argparse
 import csv
 import http.client
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -56,6 +54,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlgate.statefile import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks._common import bench_parser, command_line, machine, outside_env, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -166,12 +169,6 @@ def payloads(test_csv: Path, columns: list[str], root: Path) -> dict[int, Path]:
 
 
 # --- servers ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    from mlgate.statefile import free_port as kernel_pick
-
-    return kernel_pick()
 
 
 @dataclass
@@ -593,8 +590,7 @@ def compare(loads: dict[str, Load], name: str, rows: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/serve.json"))
+    parser = bench_parser(__doc__, "serve")
     parser.add_argument("--seconds", type=int, default=20, help="locust's run time of each cell, and the probe's bound")
     parser.add_argument("--users", type=int, default=8, help="locust users, all spawned at once")
     parser.add_argument("--max-rps", type=float, default=2000, help="locust's bound on requests a second, all users")
@@ -612,7 +608,7 @@ def main() -> int:
     from mlgate.mlflowio import no_telemetry
 
     no_telemetry()  # before MLflow is imported
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLGATE_INPUT_", "GITHUB_"))}
+    env = outside_env()
     # `mlflow models serve` execs `uvicorn` from PATH; Debian's nginx is in /usr/sbin.
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}{os.pathsep}/usr/sbin", DVC_NO_ANALYTICS="1")
     no_telemetry(env)
@@ -676,10 +672,8 @@ def main() -> int:
     print(f"total {total_s:.0f} s")
     payload = {
         "benchmark": "serve",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        **machine(),
+        "settings": command_line(args),
         "model": {
             "uri": STABLE_URI,
             "logged_uri": model["logged_uri"],
@@ -704,9 +698,7 @@ def main() -> int:
         "reloads": asdict(reload),
         "total_s": total_s,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, payload)
     return 0
 
 

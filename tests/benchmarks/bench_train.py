@@ -15,7 +15,6 @@ the process group, torchrun itself).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks._common import bench_parser, write_record
 from tests.e2e.harness import BIN, Workbench
 from tests.e2e.mlflow_server import MlflowServer
 
@@ -67,8 +67,7 @@ def train_once(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/train.json"))
+    parser = bench_parser(__doc__, "train")
     parser.add_argument("--profiles", default="quick,full")
     parser.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
     parser.add_argument("--repeat", type=int, default=2)
@@ -137,9 +136,7 @@ def main() -> int:
             f"{label}: throughput {entry['throughput_ratio']:.2f}x, wall time {entry['wall_ratio']:.2f}x, "
             f"launcher overhead {entry['launcher_overhead_s']:+.1f} s"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_record(args.out, results, sort_keys=True)
     return 0
 
 

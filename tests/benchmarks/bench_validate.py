@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +11,10 @@ import numpy as np
 import pandas as pd
 from mlgate.config import load_config
 from mlgate.data import validate_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks._common import bench_parser, machine, write_record
 
 CONFIG = """\
 version: 1
@@ -60,9 +62,8 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = bench_parser(__doc__, "validate")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--out", default="bench-results/validate.json")
     args = parser.parse_args()
 
     results: list[dict[str, object]] = []
@@ -104,15 +105,7 @@ def main() -> None:
             f"{row['format']!s:8} {row['rows']:>9} {row['load_s']:>8.2f} {row['expectations_s']:>9.2f} "
             f"{row['drift_s']:>8.2f} {row['total_s']:>8.2f} {row['passed']}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "benchmark": "validate-data",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-    }
-    out.write_text(json.dumps({**payload, "results": results}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_record(args.out, {"benchmark": "validate-data", **machine(), "results": results})
 
 
 if __name__ == "__main__":
