@@ -72,6 +72,12 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/mlgate schema --output schema/mlgate.schema.json
 
+# The generated references (tools/gendocs.py): docs/reference/actions.md and workflows.md from every action.yml and
+# reusable workflow, config.md from mlgate.yaml's JSON Schema. tests/static/test_docs.py fails when they are stale.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m tools.gendocs
+
 # Release mlgate (tools/release.py): check VERSION against CHANGELOG.md, pyproject.toml, mlgate.RELEASE_REF and
 # every `mlgate/mlgate/...@v1` self-reference, then print the commands that tag and push vVERSION; APPLY=1
 # runs them. The tag's workflow (.github/workflows/release.yml) tests it, publishes it and moves v1.

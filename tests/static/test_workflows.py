@@ -731,7 +731,7 @@ def test_every_template_has_properties() -> None:
 
 
 @pytest.mark.parametrize("template", ["mlgate-pr.yml", "mlgate-train.yml", "mlgate-release.yml"])
-def test_readme_shows_the_real_template(template: str) -> None:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_workflows_page_shows_the_real_template(template: str) -> None:
+    page = (REPO_ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
     text = (REPO_ROOT / "workflows" / template).read_text(encoding="utf-8")
-    assert f"```yaml\n{text}```" in readme, f"README's copy of workflows/{template} is out of date"
+    assert f"```yaml\n{text}```" in page, f"docs/workflows.md's copy of workflows/{template} is out of date"

@@ -1,4 +1,4 @@
-"""What the README's install gives a user: each gate's extra holds what the gate needs, every package
+"""What the documented install gives a user: each gate's extra holds what the gate needs, every package
 of every extra is pinned in the lock, a missing extra or an unusable tracking URI is one message and
 a hint (never a traceback), and the documented local store works."""
 
@@ -330,8 +330,8 @@ def _section(text: str, heading: str) -> str:
     return text[start : end if end != -1 else len(text)]
 
 
-def test_readme_local_install_covers_every_command_it_shows() -> None:
-    block = _section((ROOT / "README.md").read_text(encoding="utf-8"), "The same gates locally")
+def test_the_local_install_covers_every_command_it_shows() -> None:
+    block = _section((ROOT / "docs" / "local-runs.md").read_text(encoding="utf-8"), "The same gates locally")
     install = re.search(r"pip install 'mlgate\[([a-z,-]+)\]", block)
     assert install, "the section shows no pip install of mlgate"
     installed = {canonicalize_name(r.name) for extra in install.group(1).split(",") for r in _expand(extra)}

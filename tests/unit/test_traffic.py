@@ -1,6 +1,7 @@
 """`mlgate traffic` without nginx: the weights a user may ask for, the `traffic:` config, the nginx config mlgate
 writes, and the `command` backend's contract (what a hook receives, a failing hook, a hanging hook killed with
-its process group, the KServe recipe of the README), each through the real CLI where a user would meet it."""
+its process group, the KServe recipe of docs/serving-and-traffic.md), each through the real CLI where a user
+would meet it."""
 
 from __future__ import annotations
 
@@ -304,9 +305,10 @@ def test_a_hook_that_cannot_start_is_a_tool_error(tmp_path: Path, capsys: pytest
 
 
 def test_the_kserve_recipe_patches_canary_traffic_percent_and_waits(tmp_path: Path) -> None:
-    """The README's KServe hook, run by mlgate against a kubectl that records its arguments."""
+    """The KServe hook docs/serving-and-traffic.md shows, run by mlgate against a kubectl recording its arguments."""
     recipe = KSERVE_RECIPE.read_text(encoding="utf-8")
-    assert f"```sh\n{recipe}```" in (ROOT / "README.md").read_text(encoding="utf-8"), "the README's copy is stale"
+    page = (ROOT / "docs" / "serving-and-traffic.md").read_text(encoding="utf-8")
+    assert f"```sh\n{recipe}```" in page, "docs/serving-and-traffic.md's copy of the recipe is stale"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "kubectl.calls"
