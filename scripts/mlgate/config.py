@@ -336,7 +336,13 @@ class PerformanceChecks(_Model):
     at_precision: float = Field(0.5, gt=0, le=1, description="Precision at which recall_at_precision is read.")
     slices: list[SliceCheck] = Field(default_factory=list)
     latency: list[LatencyBudget] = Field(default_factory=list, description="Budgets per batch size.")
-    latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
+    latency_repeats: int = Field(
+        30,
+        ge=3,
+        le=10000,
+        description="Timed calls per batch size in each of 3 rounds, after 3 warm-ups; the round with the "
+        "lowest p95 counts.",
+    )
     latency_threads: int = Field(
         1,
         ge=1,
@@ -594,7 +600,13 @@ class CompressConfig(_Model):
     latency_batches: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [1, 1000], min_length=1, description="Batch sizes of the latency report."
     )
-    latency_repeats: int = Field(30, ge=3, le=10000, description="Timed calls per batch size (after 3 warm-ups).")
+    latency_repeats: int = Field(
+        30,
+        ge=3,
+        le=10000,
+        description="Timed calls per batch size in each of 3 rounds, after 3 warm-ups; the round with the "
+        "lowest p95 counts.",
+    )
 
 
 class PromotionRule(_Model):

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import mlgate.modeltest
+import mlgate.modeltest.context
 import modeltest_models
 import numpy as np
 import pandas as pd
@@ -27,7 +28,14 @@ from mlgate.config import BaselineChecks, DirectionalCase, InvarianceCase, Loade
 from mlgate.errors import ConfigError, InputError
 from mlgate.modeltest import ModelTestReport, run_model_tests
 from mlgate.modeltest.checks import Session, _passes, declared_checks, promotion
-from mlgate.modeltest.context import latency_ms, perturb, score_vector, threads_note
+from mlgate.modeltest.context import (
+    LATENCY_ROUNDS,
+    LATENCY_WARMUP_CALLS,
+    latency_ms,
+    perturb,
+    score_vector,
+    threads_note,
+)
 
 ROWS = 3000
 COUNTRIES = ["US", "GB", "DE", "FR"]
@@ -1130,6 +1138,32 @@ def test_latency_is_measured_with_pinned_threads(first_model: ModelTestReport) -
     assert "; 1 thread (model_tests.performance.latency_threads; pinned: " in latency["message"]
 
 
+def test_latency_sets_aside_a_round_another_process_slowed_but_not_a_tail_of_the_models_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two models timed alternately on a clock their calls advance: `burst` takes 20 ms in one round
+    only (as a neighbour's load would make it), `tail` on every tenth call of every round (a tail of its
+    own), 1 ms otherwise. The burst's round is set aside; the tail shows in each round's p95, so it stays."""
+    repeats, now = 10, [0.0]
+    calls = {"burst": 0, "tail": 0}
+    monkeypatch.setattr(mlgate.modeltest.context.time, "perf_counter", lambda: now[0])
+
+    def model(name: str, slow: Callable[[int], bool]) -> Any:
+        def predict(data: pd.DataFrame) -> None:
+            timed = calls[name] - LATENCY_WARMUP_CALLS
+            calls[name] += 1
+            now[0] += 0.020 if timed >= 0 and slow(timed) else 0.001
+
+        return SimpleNamespace(inputs=lambda frame: frame, pyfunc=SimpleNamespace(predict=predict))
+
+    burst = model("burst", lambda i: i // repeats == 1)
+    tail = model("tail", lambda i: i % repeats == repeats - 1)
+    (kept_burst, kept_tail), _ = latency_ms([burst, tail], pd.DataFrame({"x": range(4)}), 4, repeats, threads=1)
+    assert calls == {"burst": LATENCY_WARMUP_CALLS + LATENCY_ROUNDS * repeats} | {"tail": calls["burst"]}
+    assert kept_burst == pytest.approx({"p50_ms": 1.0, "p95_ms": 1.0})
+    assert kept_tail["p50_ms"] == pytest.approx(1.0) and kept_tail["p95_ms"] > 10
+
+
 def test_pinned_threads_limit_the_pools_and_torch_and_restore_them() -> None:
     torch = pytest.importorskip("torch")
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -1152,7 +1186,7 @@ def test_pinned_threads_limit_the_pools_and_torch_and_restore_them() -> None:
     finally:
         torch.set_num_threads(original)
     assert outside == {2} and "torch" in pinned and len(pinned) > 1  # torch and at least one native pool
-    assert seen == [({1}, 1)] * 6  # 3 warm-up and 3 timed calls
+    assert seen == [({1}, 1)] * (3 + 3 * LATENCY_ROUNDS)  # 3 warm-up calls, then 3 timed calls a round
     assert set(measured[0]) == {"p50_ms", "p95_ms"}
     assert threads_note(1, pinned).startswith("1 thread (model_tests.performance.latency_threads; pinned: ")
     assert threads_note(4, []) == "4 threads requested, nothing to pin (threadpoolctl not installed, torch not loaded)"

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 Scores = npt.NDArray[np.float64]
 LATENCY_WARMUP_CALLS = 3
+# Timed rounds of `repeats` calls each; a model's figures are those of its round with the lowest p95.
+LATENCY_ROUNDS = 3
 SQL_STORE_HINT = (
     "install mlflow (not mlflow-skinny alone), or sqlalchemy and alembic, in the venv that runs the model tests "
     "(environment.install; without one, mlgate's own: pip install 'mlgate[test-model]')"
@@ -160,21 +162,30 @@ def latency_ms(
     with the intra-op threads pinned to `threads`; and what was pinned.
 
     The models' calls alternate, so a burst of load on a shared runner lands on both sides of a ratio.
+    They are timed in LATENCY_ROUNDS rounds of `repeats` calls each, and each model's figures are those
+    of its round with the lowest p95 (as `timeit` keeps the best of its repeats): another process can
+    only add time, so a round it hit is set aside, while a tail the model has itself shows in every round.
     """
     rows = frame.iloc[np.arange(batch) % len(frame)] if batch > len(frame) else frame.iloc[:batch]
     inputs = [model.inputs(rows) for model in models]
-    samples: list[list[float]] = [[] for _ in models]
+    best: list[dict[str, float] | None] = [None for _ in models]
     with pinned_threads(threads) as pinned:
         for _ in range(LATENCY_WARMUP_CALLS):
             for model, data in zip(models, inputs, strict=True):
                 model.pyfunc.predict(data)
-        for _ in range(repeats):
-            for model, data, timings in zip(models, inputs, samples, strict=True):
-                started = time.perf_counter()
-                model.pyfunc.predict(data)
-                timings.append((time.perf_counter() - started) * 1000.0)
-    measured = [{"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))} for t in samples]
-    return measured, pinned
+        for _ in range(LATENCY_ROUNDS):
+            samples: list[list[float]] = [[] for _ in models]
+            for _ in range(repeats):
+                for model, data, timings in zip(models, inputs, samples, strict=True):
+                    started = time.perf_counter()
+                    model.pyfunc.predict(data)
+                    timings.append((time.perf_counter() - started) * 1000.0)
+            for index, timings in enumerate(samples):
+                measured = {"p50_ms": float(np.percentile(timings, 50)), "p95_ms": float(np.percentile(timings, 95))}
+                kept = best[index]
+                if kept is None or measured["p95_ms"] < kept["p95_ms"]:
+                    best[index] = measured
+    return [kept for kept in best if kept is not None], pinned
 
 
 def score_vector(loaded: LoadedConfig, output: Any, score: str | int | None, rows: int, uri: str) -> Scores:
