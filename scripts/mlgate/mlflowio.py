@@ -1,4 +1,7 @@
-"""MLflow tracking URIs and stores, for the gates that talk to MLflow (train, test-model).
+"""MLflow tracking URIs and stores, for the gates that talk to MLflow (train, test-model, compress, registry).
+
+The gates' retried MLflow calls (train, compress, registry) go through one MlflowHandle (connect): a
+client and `call`, each call bounded and retried, its last failure a ToolError naming the server.
 
 The tracking URI usually comes from a secret. It is only ever shown redacted (no user info, no
 query), and error text from the client is scrubbed of it before it is printed; its credentials
@@ -230,10 +233,37 @@ def _env_number(name: str, default: N, kind: Callable[[str], N]) -> N:
     )
 
 
+class MlflowHandle:
+    """One MLflow tracking server (or store) for mlgate's own calls: its client, and `call`, which bounds and
+    retries each call (with_retries) and turns the last failure into a ToolError naming the server, its
+    credentials redacted."""
+
+    def __init__(self, client: MlflowClient, uri: str) -> None:
+        self.client = client
+        self.uri = uri
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn()` (one or a few requests of `client`), retried; `what` names it in the messages a user reads."""
+        return with_retries(what, self.uri, fn)
+
+    def scrub(self, text: str) -> str:
+        """`text` (the client's error text) safe to print: the URI redacted, every credential replaced."""
+        return scrub(text, self.uri)
+
+    def reached(self) -> MlflowHandle:
+        """This handle, once the server has answered: one that is down fails here, within with_retries' bound."""
+        self.call("reaching the server", lambda: self.client.search_experiments(max_results=1))
+        return self
+
+
+def connect(uri: str) -> MlflowHandle:
+    """A handle on the MLflow store at `uri` (open_client's failures if MLflow cannot open it), its requests
+    failing fast (bound_requests) so that MlflowHandle.call does the retrying. Nothing is requested yet."""
+    bound_requests()
+    return MlflowHandle(open_client(uri), uri)
+
+
 def reach(uri: str) -> MlflowClient:
     """A client of `uri` whose server has answered once: one that is down fails here within with_retries'
     bound, before anything is installed, trained or loaded."""
-    bound_requests()
-    client = open_client(uri)
-    with_retries("reaching the server", uri, lambda: client.search_experiments(max_results=1))
-    return client
+    return connect(uri).reached().client

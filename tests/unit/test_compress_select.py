@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from mlgate import gha
 from mlgate.commands.compress import render
-from mlgate.compress import Attempt, CompressResult, sort_key, within_budgets
+from mlgate.compress import SELECTED_TAG, Attempt, CompressResult, record, sort_key, within_budgets
 from mlgate.compress.export import unsupported_op
 from mlgate.compress.quantize import choose_mode
 from mlgate.config import CompressConfig
 from mlgate.extras import compress_libraries
+from mlgate.mlflowio import MlflowHandle
 
 
 def test_auto_mode_is_static_for_convolutions_dynamic_for_matmul_and_none_without_either() -> None:
@@ -106,3 +107,36 @@ def test_the_table_names_the_selected_variant_the_failed_tests_and_the_missed_bu
     assert "prune: skipped" in body
     none = render(CompressResult(report=report))
     assert none.startswith("### mlgate compress: ❌ no variant qualifies")
+
+
+def test_recording_the_selection_retries_a_call_the_server_fails_once(
+    report: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MLGATE_MLFLOW_ATTEMPTS", raising=False)
+    monkeypatch.setenv("MLGATE_MLFLOW_BACKOFF_S", "0.01")
+    written: list[tuple[str, ...]] = []
+
+    class FlakyClient:
+        blips = 1
+
+        def set_logged_model_tags(self, model_id: str, tags: dict[str, str]) -> None:
+            written.append(("model", model_id, *(f"{key}={value}" for key, value in tags.items())))
+
+        def set_tag(self, run_id: str, key: str, value: str) -> None:
+            if self.blips:
+                self.blips -= 1
+                raise ConnectionError("connection reset by peer")
+            written.append(("run", run_id, f"{key}={value}"))
+
+        def log_dict(self, run_id: str, data: dict[str, Any], path: str) -> None:
+            written.append(("report", run_id, path, str(len(data["attempts"]))))
+
+    result = CompressResult(report=report, selected=report["variants"][0])
+    result.attempts = [Attempt("onnx-fp32", "models:/m-onnx-fp32", True)]
+    record(result, MlflowHandle(FlakyClient(), "http://mlflow.example:5000"))
+    assert written == [
+        ("model", "m-onnx-fp32", f"{SELECTED_TAG}=true"),
+        ("run", "r1", f"{SELECTED_TAG}=onnx-fp32"),
+        ("report", "r1", "compress/report.json", "1"),
+    ]
+    assert "tagging the compress run failed (attempt 1/4), retrying" in capsys.readouterr().out

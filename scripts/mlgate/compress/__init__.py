@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mlgate.config import CompressConfig, LoadedConfig
 from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, InputError, MlgateError, ToolError
 from mlgate.extras import compress_libraries, require
-from mlgate.mlflowio import reach
+from mlgate.mlflowio import MlflowHandle, connect
 from mlgate.modeltest import ModelTestReport, project_process_env, run_model_tests
 from mlgate.procio import stream
 from mlgate.projenv import ensure_gate_packages, ensure_project_env, importable
@@ -145,7 +146,7 @@ def run_compress(
                    & set(loaded.model.data.sources))  # fmt: skip
     # The holdout and calibration data come down (another process) while MLflow and the venv are set up.
     with pulling(loaded, names, dvc_remote_url, enabled=pull_data):
-        reach(tracking_uri)
+        server = connect(tracking_uri).reached()
         python = ensure_project_env(loaded)
         if python is None:
             require("onnx", "onnxruntime", "pytest", "pandas", "numpy")
@@ -175,24 +176,25 @@ def run_compress(
             result.selected = variant
             break
     timings["model_tests"] = time.perf_counter() - started
-    record(result, tracking_uri)
+    record(result, server)
     return result
 
 
-def record(result: CompressResult, tracking_uri: str) -> None:
-    """Tag the selected variant (logged model and run) and log the whole report to the compress run."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+def record(result: CompressResult, server: MlflowHandle) -> None:
+    """Tag the selected variant (logged model and run) and log the whole report to the compress run; each call
+    bounded and retried."""
+    client = server.client
     run_id = str(result.report["run_id"])
     if result.selected is not None:
         model_id = str(result.selected["model_uri"]).split("/", 1)[1]
-        client.set_logged_model_tags(model_id, {SELECTED_TAG: "true"})
-        client.set_tag(run_id, SELECTED_TAG, str(result.selected["name"]))
+        selected = str(result.selected["name"])
+        tag_model = partial(client.set_logged_model_tags, model_id, {SELECTED_TAG: "true"})
+        server.call("tagging the selected model", tag_model)
+        server.call("tagging the compress run", lambda: client.set_tag(run_id, SELECTED_TAG, selected))
     else:
-        client.set_tag(run_id, SELECTED_TAG, "none")
+        server.call("tagging the compress run", lambda: client.set_tag(run_id, SELECTED_TAG, "none"))
     summary = {**result.report, "attempts": [vars(a) | {"junit_path": str(a.junit_path)} for a in result.attempts]}
-    client.log_dict(run_id, summary, "compress/report.json")
+    server.call("logging the compress report", lambda: client.log_dict(run_id, summary, "compress/report.json"))
 
 
 __all__ = ["Attempt", "CompressResult", "run_compress"]

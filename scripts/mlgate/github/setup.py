@@ -375,55 +375,93 @@ def _validate(request: SetupRequest) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Paths:
+    """The API paths of the three pieces of one setup request."""
+
+    environment: str
+    policies: str
+    rulesets: str
+
+    @classmethod
+    def of(cls, request: SetupRequest) -> _Paths:
+        environment = f"{request.repository.path}/environments/{quote(request.environment, safe='')}"
+        return cls(environment, f"{environment}/deployment-branch-policies", f"{request.repository.path}/rulesets")
+
+
 def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
     """What setup would do: with `api`, after reading what is there (reads only); without, from placeholders."""
     _validate(request)
-    repo = request.repository
-    env_path = f"{repo.path}/environments/{quote(request.environment, safe='')}"
-    policies_path = f"{env_path}/deployment-branch-policies"
-    rulesets_path = f"{repo.path}/rulesets"
-    lookups = [Request("GET", repo.path, why="the default branch")]
+    paths = _Paths.of(request)
+    lookups = _lookups(request, paths)
+    ruleset = ruleset_payload(request.ruleset_name, request.checks, request.approvals)
+    if api is None:
+        return _placeholder_plan(request, paths, lookups, ruleset)
+    branch = _default_branch(api, request.repository)
+    environment = environment_payload(_reviewer_ids(api, request))
+    env_piece, current_env = _environment_piece(api, request, paths, environment)
+    policy_piece = _policy_piece(api, paths, current_env, branch)
+    rules_piece = _ruleset_piece(api, request, paths, ruleset)
+    return _result(request, branch, lookups, [env_piece, policy_piece, rules_piece], resolved=True)
+
+
+def _result(
+    request: SetupRequest, branch: str, lookups: list[Request], pieces: list[Piece], *, resolved: bool
+) -> SetupResult:
+    return SetupResult(
+        repository=request.repository,
+        repository_source=request.repository_source,
+        applied=False,
+        resolved=resolved,
+        default_branch=branch,
+        checks=request.checks,
+        check_sources=request.check_sources,
+        lookups=lookups,
+        pieces=pieces,
+    )
+
+
+def _lookups(request: SetupRequest, paths: _Paths) -> list[Request]:
+    """The reads the plan makes (shown in place of their answers when there is no token)."""
+    lookups = [Request("GET", request.repository.path, why="the default branch")]
     lookups += [
         Request("GET", reviewer.lookup, why=f"the id of reviewer {reviewer.login}") for reviewer in request.reviewers
     ]
     lookups += [
-        Request("GET", env_path, why="the environment as it is, if it exists"),
-        Request("GET", f"{policies_path}?per_page=100&page=1", why="its branch policies"),
+        Request("GET", paths.environment, why="the environment as it is, if it exists"),
+        Request("GET", f"{paths.policies}?per_page=100&page=1", why="its branch policies"),
         Request(
             "GET",
-            f"{rulesets_path}?includes_parents=false&per_page=100&page=1",
+            f"{paths.rulesets}?includes_parents=false&per_page=100&page=1",
             why=f"a ruleset named {request.ruleset_name!r}",
         ),
     ]
-    ruleset = ruleset_payload(request.ruleset_name, request.checks, request.approvals)
-    if api is None:
-        branch = "<default branch>"
-        environment = environment_payload([(r.kind, f"<id of {r.login}>") for r in request.reviewers])
-        pieces = [
-            Piece(f"environment {request.environment}", "unknown", Request("PUT", env_path, environment)),
-            Piece(
-                f"deployment branch policy {branch}",
-                "unknown",
-                Request("POST", policies_path, {"name": branch, "type": "branch"}),
-            ),
-            Piece(
-                f"ruleset {request.ruleset_name!r}",
-                "unknown",
-                Request("POST", rulesets_path, ruleset, why="or PUT .../rulesets/{id} when it exists"),
-            ),
-        ]
-        return SetupResult(
-            repo,
-            request.repository_source,
-            False,
-            False,
-            branch,
-            request.checks,
-            request.check_sources,
-            lookups,
-            pieces,
-        )
+    return lookups
 
+
+def _placeholder_plan(
+    request: SetupRequest, paths: _Paths, lookups: list[Request], ruleset: dict[str, Any]
+) -> SetupResult:
+    """The plan without a token: each piece's write, with what the lookups would give in its place."""
+    branch = "<default branch>"
+    environment = environment_payload([(r.kind, f"<id of {r.login}>") for r in request.reviewers])
+    pieces = [
+        Piece(f"environment {request.environment}", "unknown", Request("PUT", paths.environment, environment)),
+        Piece(
+            f"deployment branch policy {branch}",
+            "unknown",
+            Request("POST", paths.policies, {"name": branch, "type": "branch"}),
+        ),
+        Piece(
+            f"ruleset {request.ruleset_name!r}",
+            "unknown",
+            Request("POST", paths.rulesets, ruleset, why="or PUT .../rulesets/{id} when it exists"),
+        ),
+    ]
+    return _result(request, branch, lookups, pieces, resolved=False)
+
+
+def _default_branch(api: GitHubApi, repo: Repository) -> str:
     try:
         found = api.get(repo.path)
     except HttpError as exc:
@@ -436,7 +474,11 @@ def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
     branch = str(found.get("default_branch") or "") if isinstance(found, dict) else ""
     if not branch:
         raise ToolError(f"GET {repo.path} did not say the repository's default branch", hint="check GITHUB_API_URL")
+    return branch
 
+
+def _reviewer_ids(api: GitHubApi, request: SetupRequest) -> list[tuple[str, int | str]]:
+    """(kind, id) of each required reviewer, looked up by login or org/team slug."""
     ids: list[tuple[str, int | str]] = []
     for reviewer in request.reviewers:
         try:
@@ -456,28 +498,36 @@ def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
         if not isinstance(body, dict) or not isinstance(body.get("id"), int):
             raise ToolError(f"GET {reviewer.lookup} did not give an id", hint="check GITHUB_API_URL")
         ids.append((reviewer.kind, body["id"]))
-    environment = environment_payload(ids)
+    return ids
 
+
+def _environment_piece(
+    api: GitHubApi, request: SetupRequest, paths: _Paths, environment: dict[str, Any]
+) -> tuple[Piece, dict[str, Any] | None]:
+    """The environment's piece, and the environment as it is (None when it does not exist yet)."""
     try:
-        current_env: dict[str, Any] | None = api.get(env_path)
+        current_env: dict[str, Any] | None = api.get(paths.environment)
     except HttpError as exc:
         if exc.status != 404:
             raise _read_failed(exc, f"environment {request.environment}") from None
         current_env = None
+    what = f"environment {request.environment}"
     if current_env is None:
-        env_piece = Piece(f"environment {request.environment}", "create", Request("PUT", env_path, environment))
-    elif _environment_matches(current_env, environment):
-        env_piece = Piece(f"environment {request.environment}", "unchanged", None)
-    else:
-        env_piece = Piece(f"environment {request.environment}", "update", Request("PUT", env_path, environment))
+        return Piece(what, "create", Request("PUT", paths.environment, environment)), current_env
+    if _environment_matches(current_env, environment):
+        return Piece(what, "unchanged", None), current_env
+    return Piece(what, "update", Request("PUT", paths.environment, environment)), current_env
 
+
+def _policy_piece(api: GitHubApi, paths: _Paths, current_env: dict[str, Any] | None, branch: str) -> Piece:
+    """The default branch's deployment policy, and a note naming the other policies mlgate leaves as they are."""
     policies: list[Any] = []
     custom = isinstance(current_env, dict) and (current_env.get("deployment_branch_policy") or {}).get(
         "custom_branch_policies"
     )
     if custom:
         try:
-            policies = api.get_pages(policies_path, key="branch_policies")
+            policies = api.get_pages(paths.policies, key="branch_policies")
         except HttpError as exc:
             if exc.status != 404:
                 raise _read_failed(exc, "the environment's branch policies") from None
@@ -489,7 +539,7 @@ def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
     policy_piece = Piece(
         f"deployment branch policy {branch}",
         "unchanged" if have else "create",
-        None if have else Request("POST", policies_path, wanted_policy),
+        None if have else Request("POST", paths.policies, wanted_policy),
     )
     others = sorted(
         f"{policy.get('name')} ({policy.get('type', 'branch')})"
@@ -501,9 +551,13 @@ def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
             f"the environment also lets these deploy, which mlgate leaves as they are: {', '.join(others)}; "
             "remove them in the environment's settings for default-branch-only deployments"
         )
+    return policy_piece
 
+
+def _ruleset_piece(api: GitHubApi, request: SetupRequest, paths: _Paths, ruleset: dict[str, Any]) -> Piece:
+    """The ruleset's piece: created, updated in place (PUT .../rulesets/{id}) or left as it is."""
     try:
-        listed = api.get_pages(f"{rulesets_path}?includes_parents=false")
+        listed = api.get_pages(f"{paths.rulesets}?includes_parents=false")
     except HttpError as exc:
         raise _read_failed(exc, "the repository's rulesets") from None
     existing = [
@@ -513,29 +567,17 @@ def plan(request: SetupRequest, api: GitHubApi | None) -> SetupResult:
         and item.get("name") == request.ruleset_name
         and item.get("source_type", "Repository") == "Repository"
     ]
+    what = f"ruleset {request.ruleset_name!r}"
     if not existing:
-        rules_piece = Piece(f"ruleset {request.ruleset_name!r}", "create", Request("POST", rulesets_path, ruleset))
-    else:
-        one_path = f"{rulesets_path}/{int(existing[0]['id'])}"
-        try:
-            current = api.get(one_path)
-        except HttpError as exc:
-            raise _read_failed(exc, f"ruleset {request.ruleset_name!r}") from None
-        if isinstance(current, dict) and _ruleset_matches(current, ruleset):
-            rules_piece = Piece(f"ruleset {request.ruleset_name!r}", "unchanged", None)
-        else:
-            rules_piece = Piece(f"ruleset {request.ruleset_name!r}", "update", Request("PUT", one_path, ruleset))
-    return SetupResult(
-        repo,
-        request.repository_source,
-        False,
-        True,
-        branch,
-        request.checks,
-        request.check_sources,
-        lookups,
-        [env_piece, policy_piece, rules_piece],
-    )
+        return Piece(what, "create", Request("POST", paths.rulesets, ruleset))
+    one_path = f"{paths.rulesets}/{int(existing[0]['id'])}"
+    try:
+        current = api.get(one_path)
+    except HttpError as exc:
+        raise _read_failed(exc, what) from None
+    if isinstance(current, dict) and _ruleset_matches(current, ruleset):
+        return Piece(what, "unchanged", None)
+    return Piece(what, "update", Request("PUT", one_path, ruleset))
 
 
 _ENDPOINTS = {

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlgate.config import LoadedConfig, PerformanceMetric
 from mlgate.errors import ConfigError, GateFailed, InputError, ToolError
-from mlgate.mlflowio import redact, scrub, with_retries
+from mlgate.mlflowio import MlflowHandle, reach, redact
 from mlgate.redaction import redact as redact_text
 from mlgate.registry import audit
 from mlgate.registry.audit import AuditRecord, Who
@@ -80,7 +80,7 @@ def promotion_metric(loaded: LoadedConfig) -> tuple[PerformanceMetric, float]:
 
 
 class Registry:
-    """One registered model on one MLflow server; every call bounded and retried (mlflowio.with_retries)."""
+    """One registered model on one MLflow server; every call bounded and retried (mlflowio.MlflowHandle)."""
 
     def __init__(
         self, client: MlflowClient, uri: str, name: str, audit_experiment: str, champion: str = CHAMPION
@@ -90,15 +90,22 @@ class Registry:
                 f"registered model name {name!r} is not usable (empty, or holds a quote)",
                 hint="set registry.model in mlgate.yaml to a plain name, e.g. fraud-detection",
             )
-        self.client = client
-        self.uri = uri
+        self.server = MlflowHandle(client, uri)
         self.name = name
         self.audit_experiment = audit_experiment
         self.lock_id = uuid.uuid4().hex
         self.champion = champion  # model_tests.baseline.alias: the alias production serves and test-model reads
 
+    @property
+    def client(self) -> MlflowClient:
+        return self.server.client
+
+    @property
+    def uri(self) -> str:
+        return self.server.uri
+
     def call(self, what: str, call: Callable[[], Any]) -> Any:
-        return with_retries(what, self.uri, call)
+        return self.server.call(what, call)
 
     # -- reading ---------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -109,7 +116,7 @@ class Registry:
         except MlflowException as exc:
             if _not_found(exc):
                 return False
-            raise ToolError(f"reading registered model {self.name!r}: {scrub(str(exc), self.uri)[:300]}") from None
+            raise ToolError(f"reading registered model {self.name!r}: {self.server.scrub(str(exc))[:300]}") from None
         return True
 
     def require(self) -> None:
@@ -263,8 +270,6 @@ class Registry:
 def open_registry(loaded: LoadedConfig, uri: str, name: str | None = None) -> Registry:
     """The registered model `name` (default: registry.model of `loaded`) on the server at `uri`, which has answered
     once (mlflowio.reach: a server that is down fails here, within its bound)."""
-    from mlgate.mlflowio import reach
-
     client = reach(uri)
     import mlflow
 

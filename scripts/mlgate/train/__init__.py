@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from mlgate.config import LoadedConfig, TrainConfig
 from mlgate.dvcio import pulling
 from mlgate.errors import ConfigError, GateFailed, ToolError
-from mlgate.mlflowio import SQL_SCHEMES, child_env, redact
+from mlgate.mlflowio import SQL_SCHEMES, MlflowHandle, child_env, connect, redact
 from mlgate.procio import stream
 from mlgate.projenv import ensure_project_env
 from mlgate.train import distributed, tracking
@@ -200,136 +200,217 @@ def train(
     settings = settings_of(loaded)
     params = profile_params(loaded, profile)
     hashes = data_hashes(loaded)  # a missing dvc.lock fails here, before anything is installed or trained
+    wanted_device, gpu_required = _precheck(loaded, settings, device, require_gpu)
+    laps = _Laps()
+    session = _set_up(loaded, settings, params, tracking_uri, wanted_device, gpu_required, laps,
+                      pull_data=pull_data, dvc_remote_url=dvc_remote_url)  # fmt: skip
+    report = _new_report(session, profile, hashes)
+    if session.launch is not None and session.launch.node_rank > 0:
+        # Global rank 0, which logs, is on node 0: its gate opens the one MLflow run; this node only trains.
+        _train_other_node(session, report, session.launch)
+        report.timings = dict(laps.timings)
+        return report
+    for attempt in range(2 if repro_check else 1):
+        run_tags = dict(report.tags)
+        if attempt == 1:
+            run_tags["mlgate.repro_of"] = report.main.run_id
+        laps("lineage")
+        _train_once(session, report, run_tags)
+    report.timings = dict(laps.timings)
+    if repro_check:
+        _compare_runs(report, settings)
+    return report
+
+
+class _Laps:
+    """Seconds per phase (project env, device probe, dvc pull, MLflow calls, training): each lap ends the last."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = collections.defaultdict(float)
+        self._clock = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] += now - self._clock
+        self._clock = now
+
+
+@dataclass
+class _Session:
+    """What every run of one `train` call shares: the config, the server, the venv, the device and the command."""
+
+    loaded: LoadedConfig
+    settings: TrainConfig
+    params: dict[str, object]
+    tracking_uri: str
+    server: MlflowHandle
+    python: Path | None
+    info: DeviceInfo
+    launch: distributed.Launch | None
+    command: list[str]
+    laps: _Laps
+
+
+def _precheck(
+    loaded: LoadedConfig, settings: TrainConfig, device: str | None, require_gpu: bool | None
+) -> tuple[str, bool]:
+    """The device wanted and whether a GPU is required, checked before anything is installed or trained."""
     wanted_device = device or settings.device
     gpu_required = settings.require_gpu if require_gpu is None else require_gpu
     precheck(wanted_device, gpu_required)
     if not settings.stage:
         split_command(loaded)  # a command that does not split fails here, before any MLflow run is opened
-    timings: dict[str, float] = collections.defaultdict(float)
-    clock = time.perf_counter()
+    return wanted_device, gpu_required
 
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[phase] += now - clock
-        clock = now
 
+def _set_up(
+    loaded: LoadedConfig, settings: TrainConfig, params: dict[str, object], tracking_uri: str, wanted_device: str,
+    gpu_required: bool, laps: _Laps, *, pull_data: bool, dvc_remote_url: str | None,
+) -> _Session:  # fmt: skip
+    """Reach the server, build the project venv, probe the device and plan the launch, while the data comes down."""
     # The data comes down (another process) while MLflow, the venv and the device are set up; any of those
     # failing stops the pull, so a wrong or unreachable server still fails fast.
     with pulling(loaded, list(loaded.model.data.sources), dvc_remote_url, enabled=pull_data):
-        mlflow_client = tracking.client(tracking_uri)
         # Fail fast on a wrong or unreachable server, before minutes of installing and training.
-        probe_server = functools.partial(mlflow_client.search_experiments, max_results=1)
-        tracking.with_retries("reaching the server", tracking_uri, probe_server)
-        lap("mlflow")
+        server = connect(tracking_uri).reached()
+        laps("mlflow")
         python = ensure_project_env(loaded)
         if python is not None:
             require_sql_store(python, tracking_uri)
-        lap("project_env")
+        laps("project_env")
         info = choose(probe(python or sys.executable), wanted_device, gpu_required)
         launch = distributed.plan(settings.distributed, info, gpu_required)
-        lap("device_probe")
-    lap("dvc_pull")  # what the pull took beyond the set-up it overlapped
-    tags = lineage_tags(loaded, info, profile, hashes) | (launch.tags() if launch else {})
-    flat = _flat_params(params, profile, settings.seed)
-    experiment = settings.experiment or loaded.model.project
-    report = TrainReport(
+        laps("device_probe")
+    laps("dvc_pull")  # what the pull took beyond the set-up it overlapped
+    return _Session(
+        loaded=loaded,
+        settings=settings,
+        params=params,
+        tracking_uri=tracking_uri,
+        server=server,
+        python=python,
+        info=info,
+        launch=launch,
+        command=_command(loaded, python),
+        laps=laps,
+    )
+
+
+def _new_report(session: _Session, profile: str, hashes: dict[str, str]) -> TrainReport:
+    """The report before any run: the lineage tags, the flat params and the experiment every run goes to."""
+    loaded, settings, launch = session.loaded, session.settings, session.launch
+    return TrainReport(
         profile=profile,
-        experiment=experiment,
+        experiment=settings.experiment or loaded.model.project,
         experiment_id="",
-        tracking_uri=tracking.redact(tracking_uri),
-        device=info,
-        tags=tags,
-        params=flat,
+        tracking_uri=tracking.redact(session.tracking_uri),
+        device=session.info,
+        tags=lineage_tags(loaded, session.info, profile, hashes) | (launch.tags() if launch else {}),
+        params=_flat_params(session.params, profile, settings.seed),
         launch=launch,
     )
-    command = _command(loaded, python)
-    if launch is not None and launch.node_rank > 0:
-        # Global rank 0, which logs, is on node 0: its gate opens the one MLflow run; this node only trains.
-        _train_other_node(loaded, report, command, launch, python, params, settings, info, tracking_uri)
-        report.timings = dict(timings)
-        return report
-    for attempt in range(2 if repro_check else 1):
-        run_tags = dict(tags)
-        if attempt == 1:
-            run_tags["mlgate.repro_of"] = report.main.run_id
-        lap("lineage")
-        opened = tracking.open_run(mlflow_client, tracking_uri, experiment, run_tags, flat)
-        report.experiment_id = opened.experiment_id
-        # From here every failure ends the run (FAILED), so none is left RUNNING for ever.
-        ended = False
+
+
+def _train_once(session: _Session, report: TrainReport, run_tags: dict[str, str]) -> None:
+    """One MLflow run: open it, train in it and end it, then check what it logged and tag its model."""
+    opened = tracking.open_run(session.server, report.experiment, run_tags, report.params)
+    report.experiment_id = opened.experiment_id
+    run, failure = _run_and_end(session, report, opened)
+    report.runs.append(run)
+    if run.exit_code != 0:
+        raise _training_failed(session.command, run, failure)
+    _check_result(session.loaded, run)
+    if run.model_id:
+        lineage = {k: v for k, v in report.tags.items() if k.startswith("mlgate.")}
+        session.server.client.set_logged_model_tags(run.model_id, lineage)  # redacted by lineage_tags
+    session.laps("mlflow")
+
+
+def _run_and_end(
+    session: _Session, report: TrainReport, opened: tracking.OpenedRun
+) -> tuple[TrainRun, distributed.RankFailure | None]:
+    """Train in the opened run and end it (FINISHED, or FAILED as the command failed); read its metrics and model.
+
+    From the start every failure ends the run (FAILED, KILLED on Ctrl-C), so none is left RUNNING for ever.
+    """
+    server = session.server
+    ended = False
+    try:
+        session.laps("mlflow")
+        done = _train_in_run(session, report, opened)
+        if session.launch is not None:
+            _tag_ranks(session, report, opened, done)
+        if done.code != 0:
+            mark_failed = functools.partial(server.client.set_terminated, opened.run_id, "FAILED")
+            server.call("marking the run failed", mark_failed)
+        status, metrics = tracking.finished_metrics(server, opened.run_id)
+        if done.code == 0 and status == "RUNNING":
+            server.client.set_terminated(opened.run_id, "FINISHED")
+            status = "FINISHED"
+        ended = True
+        model_id = tracking.logged_model_id(server, opened.experiment_id, opened.run_id)
+    except BaseException as exc:
+        if not ended:
+            _end_run(server, opened.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    return TrainRun(opened.run_id, status, done.seconds, metrics, model_id, done.code, done.tail), done.failure
+
+
+def _train_in_run(session: _Session, report: TrainReport, opened: tracking.OpenedRun) -> _Launched:
+    """Run the training command in the opened run and upload its log (and each rank's) to the run, best effort."""
+    settings, server = session.settings, session.server
+    env = _environment(
+        session.python, opened.run_id, opened.experiment_id, session.tracking_uri, report.profile, session.params,
+        settings.seed, session.info.chosen, settings.deterministic,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
+        done = _launch(session.loaded, session.command, session.launch, env, Path(tmp), session.tracking_uri)
+        session.laps("training")
         try:
-            lap("mlflow")
-            env = _environment(
-                python, opened.run_id, opened.experiment_id, tracking_uri, profile, params,
-                settings.seed, info.chosen, settings.deterministic,
-            )  # fmt: skip
-            with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
-                done = _launch(loaded, command, launch, env, Path(tmp), tracking_uri)
-                code, tail, seconds, failure = done.code, done.tail, done.seconds, done.failure
-                lap("training")
-                try:
-                    mlflow_client.log_artifact(opened.run_id, str(done.log_path), artifact_path="mlgate")
-                    if launch is not None and done.rank_logs.is_dir():
-                        mlflow_client.log_artifacts(opened.run_id, str(done.rank_logs), artifact_path="mlgate/ranks")
-                except Exception as exc:
-                    print(f"mlgate: could not upload train.log: {tracking.scrub(str(exc), tracking_uri)[:200]}")
-            if launch is not None:
-                report.devices = done.devices
-                dist_tags = distributed.device_tags(done.devices)
-                if failure is not None:
-                    dist_tags["mlgate.failure"] = _failure_text(failure)[-5000:]
-                tags.update(dist_tags)  # report.tags: the same dict
-                if dist_tags:
-                    set_tags = functools.partial(_set_run_tags, mlflow_client, opened.run_id, dist_tags)
-                    tracking.with_retries("tagging the run", tracking_uri, set_tags)
-            if code != 0:
-                mark_failed = functools.partial(mlflow_client.set_terminated, opened.run_id, "FAILED")
-                tracking.with_retries("marking the run failed", tracking_uri, mark_failed)
-            status, metrics = tracking.finished_metrics(mlflow_client, tracking_uri, opened.run_id)
-            if code == 0 and status == "RUNNING":
-                mlflow_client.set_terminated(opened.run_id, "FINISHED")
-                status = "FINISHED"
-            ended = True
-            model_id = tracking.logged_model_id(mlflow_client, tracking_uri, opened.experiment_id, opened.run_id)
-        except BaseException as exc:
-            if not ended:
-                _end_run(
-                    mlflow_client,
-                    tracking_uri,
-                    opened.run_id,
-                    "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
-                )
-            raise
-        report.runs.append(TrainRun(opened.run_id, status, seconds, metrics, model_id, code, tail))
-        if code != 0:
-            if failure is not None:
-                raise GateFailed(
-                    f"training command `{shlex.join(command)}` failed under torchrun: {_failure_text(failure)} "
-                    f"(torchrun stopped the other ranks; MLflow run {opened.run_id} marked FAILED)",
-                    hint="each rank's log is in the run's artifacts (mlgate/ranks); reproduce with `mlgate train` "
-                    "locally, or with train.distributed: none to rule the launcher out",
-                )
-            raise GateFailed(
-                f"training command `{shlex.join(command)}` failed with exit code {code} "
-                f"(MLflow run {opened.run_id} marked FAILED); last lines:\n" + "\n".join(tail[-12:]),
-                hint="the job summary has the last lines of the log; reproduce with `mlgate train` locally",
-            )
-        _check_result(loaded, report.runs[-1])
-        if model_id:
-            lineage = {k: v for k, v in tags.items() if k.startswith("mlgate.")}
-            mlflow_client.set_logged_model_tags(model_id, lineage)  # redacted by lineage_tags
-        lap("mlflow")
-    report.timings = dict(timings)
-    if repro_check:
-        report.repro_checked = True
-        first, second = report.runs
-        names = settings.metrics or sorted(set(first.metrics) & set(second.metrics))
-        for name in names:
-            a, b = first.metrics.get(name, float("nan")), second.metrics.get(name, float("nan"))
-            if not abs(a - b) <= settings.repro_tolerance:  # a missing metric (NaN) fails too
-                report.repro_differences[name] = (a, b)
-    return report
+            server.client.log_artifact(opened.run_id, str(done.log_path), artifact_path="mlgate")
+            if session.launch is not None and done.rank_logs.is_dir():
+                server.client.log_artifacts(opened.run_id, str(done.rank_logs), artifact_path="mlgate/ranks")
+        except Exception as exc:
+            print(f"mlgate: could not upload train.log: {server.scrub(str(exc))[:200]}")
+    return done
+
+
+def _tag_ranks(session: _Session, report: TrainReport, opened: tracking.OpenedRun, done: _Launched) -> None:
+    """A distributed run's devices (and the rank that failed first) on the report and as tags of the run."""
+    report.devices = done.devices
+    dist_tags = distributed.device_tags(done.devices)
+    if done.failure is not None:
+        dist_tags["mlgate.failure"] = _failure_text(done.failure)[-5000:]
+    report.tags.update(dist_tags)
+    if dist_tags:
+        set_tags = functools.partial(_set_run_tags, session.server.client, opened.run_id, dist_tags)
+        session.server.call("tagging the run", set_tags)
+
+
+def _training_failed(command: list[str], run: TrainRun, failure: distributed.RankFailure | None) -> GateFailed:
+    if failure is not None:
+        return GateFailed(
+            f"training command `{shlex.join(command)}` failed under torchrun: {_failure_text(failure)} "
+            f"(torchrun stopped the other ranks; MLflow run {run.run_id} marked FAILED)",
+            hint="each rank's log is in the run's artifacts (mlgate/ranks); reproduce with `mlgate train` "
+            "locally, or with train.distributed: none to rule the launcher out",
+        )
+    return GateFailed(
+        f"training command `{shlex.join(command)}` failed with exit code {run.exit_code} "
+        f"(MLflow run {run.run_id} marked FAILED); last lines:\n" + "\n".join(run.log_tail[-12:]),
+        hint="the job summary has the last lines of the log; reproduce with `mlgate train` locally",
+    )
+
+
+def _compare_runs(report: TrainReport, settings: TrainConfig) -> None:
+    """The repro check: each metric of the two runs within train.repro_tolerance (a missing one differs)."""
+    report.repro_checked = True
+    first, second = report.runs
+    names = settings.metrics or sorted(set(first.metrics) & set(second.metrics))
+    for name in names:
+        a, b = first.metrics.get(name, float("nan")), second.metrics.get(name, float("nan"))
+        if not abs(a - b) <= settings.repro_tolerance:  # a missing metric (NaN) fails too
+            report.repro_differences[name] = (a, b)
 
 
 def _failure_text(failure: distributed.RankFailure) -> str:
@@ -378,18 +459,16 @@ def _launch(
     return _Launched(code, tail, seconds, log_path, rank_logs, found, failure)
 
 
-def _train_other_node(
-    loaded: LoadedConfig, report: TrainReport, command: list[str], launch: distributed.Launch, python: Path | None,
-    params: dict[str, object], settings: TrainConfig, info: DeviceInfo, tracking_uri: str,
-) -> None:  # fmt: skip
+def _train_other_node(session: _Session, report: TrainReport, launch: distributed.Launch) -> None:
     """A node other than 0 of a multi-node run: its ranks train (none of them is rank 0, none logs), with no
     MLflow run of its own; a failure is named by rank as on node 0."""
-    env = _environment(python, "", "", tracking_uri, report.profile, params, settings.seed, info.chosen,
-                       settings.deterministic)  # fmt: skip
+    settings, command = session.settings, session.command
+    env = _environment(session.python, "", "", session.tracking_uri, report.profile, session.params, settings.seed,
+                       session.info.chosen, settings.deterministic)  # fmt: skip
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
-        done = _launch(loaded, command, launch, env, Path(tmp), tracking_uri)
+        done = _launch(session.loaded, command, launch, env, Path(tmp), session.tracking_uri)
     code, tail = done.code, done.tail
     report.runs.append(TrainRun("", "FINISHED" if code == 0 else "FAILED", done.seconds, {}, None, code, tail))
     if code != 0:
@@ -416,14 +495,12 @@ def _start(
         ) from None
 
 
-def _end_run(mlflow_client: MlflowClient, uri: str, run_id: str, status: str) -> None:
+def _end_run(server: MlflowHandle, run_id: str, status: str) -> None:
     """End a run the gate opened and cannot finish; best effort, so the failure that got here is the one shown."""
     try:
-        tracking.with_retries(
-            f"marking run {run_id} {status}", uri, lambda: mlflow_client.set_terminated(run_id, status)
-        )
+        server.call(f"marking run {run_id} {status}", lambda: server.client.set_terminated(run_id, status))
     except Exception as exc:
-        print(f"mlgate: could not mark MLflow run {run_id} {status}: {tracking.scrub(str(exc), uri)[:200]}")
+        print(f"mlgate: could not mark MLflow run {run_id} {status}: {server.scrub(str(exc))[:200]}")
     else:
         print(f"mlgate: MLflow run {run_id} marked {status}")
 
