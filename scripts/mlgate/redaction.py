@@ -206,10 +206,6 @@ def redact_value(value: T) -> T:
     return value
 
 
-def redact_lines(lines: Iterable[str]) -> list[str]:
-    return [redact(line) for line in lines]
-
-
 class RedactingStream:
     """A text stream that redacts what is written to it before passing it on, a whole line at a time.
 
@@ -257,7 +253,6 @@ __all__ = [
     "clear",
     "is_secret_env_name",
     "redact",
-    "redact_lines",
     "redact_value",
     "register",
     "register_environment",

@@ -342,7 +342,7 @@ def test_without_a_driver_the_venvs_files_say_what_importing_torch_says(
     read = device.read_without_import(python)
     monkeypatch.setattr(device, "driver_visible", lambda: True)  # forces the subprocess that imports torch
     imported = device.probe(python)
-    assert read is not None and read.as_dict() == imported.as_dict()
+    assert read is not None and read == imported
     # A venv without torch (a scikit-learn project) reads as such; a venv whose torch/version.py is not as
     # expected, or no venv at all, is left to the probe.
     venv = tmp_path / "venv"

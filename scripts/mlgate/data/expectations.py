@@ -106,10 +106,6 @@ def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
-def _all_text(series: pd.Series) -> bool:
-    return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
-
-
 def _type_list(declared: str, series: pd.Series) -> list[str]:
     names = list(TYPE_LISTS[declared])
     # An int column with a null cannot be int64 in numpy: pandas reads it as float64.

@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlgate.errors import ToolError
@@ -51,9 +51,6 @@ class DeviceInfo:
     @property
     def gpu_name(self) -> str | None:
         return str(self.gpus[0]["name"]) if self.gpus else None
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _driver_version() -> str | None:
