@@ -1,234 +1,39 @@
-"""Our own bad-input suite: one table of broken projects, command lines and environments, each run
-through the real `mlgate` in a subprocess, each asserting the exit code, exactly one error naming the
-problem, a `hint:` line, no traceback, no planted secret in the output and no file written outside the
-project. The figures (cases, tracebacks, leaks, silent acceptances, slowest) are printed at the end."""
+"""The pull-request half's bad-input suite: one table of broken projects, command lines and environments for
+check, lint, validate-data, train, test-model, ci and github setup, each run through the real `mlgate` in a
+subprocess and held to what bad_inputs.check asserts. The figures are printed at the end."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MLGATE = Path(sys.executable).parent / "mlgate"
-CANARY = "canary-bad-9d1e"
-# Every case runs with these: a password and a URI whose user info is the same secret.
-CANARY_ENV = {
-    "MLFLOW_TRACKING_PASSWORD": CANARY,
-    "MLFLOW_TRACKING_URI": f"http://u:{CANARY}@127.0.0.1:9",
-    "MLGATE_MLFLOW_BACKOFF_S": "0.01",
-}
-WORKERS = 3
-TIMEOUT_S = 120
-
-BASE_CONFIG = """version: 1
-project: stub
-data:
-  sources:
-    train: {path: data/train.csv}
-  expectations:
-    columns:
-      x: {type: float}
-      y: {type: int}
-train:
-  command: PYTHON -c pass
-  profiles: {quick: {}}
-  seed: 7
-  device: cpu
-model_tests:
-  holdout: train
-  label: y
-  performance: {metrics: {roc_auc: 0.4}}
-"""
-TRAIN_CSV = "x,y\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10))
-
-# A line that starts one error: an annotation (`path:line: error:`, `error:`, `::error ...::`) or argparse's.
-ERROR_LINE = re.compile(r"^(?:::error[ :]|(?:\S+: )?error: |mlgate(?: [\w-]+)?: error: )")
-# The count a gate that lists findings ends with (check, validate-data): not a second message, it says "1".
-GATE_COUNT = re.compile(r"(?:::|^error: )(?:mlgate check: 1 error in |data validation failed: 1 expectation)")
-
-Make = Callable[[Path], None]
-
-
-def base_project(root: Path) -> None:
-    (root / "data").mkdir(parents=True)
-    (root / "mlgate.yaml").write_text(BASE_CONFIG.replace("PYTHON", sys.executable), encoding="utf-8")
-    (root / "data" / "train.csv").write_text(TRAIN_CSV, encoding="utf-8")
-
-
-# --- how a case breaks the base project ----------------------------------------------------------------
-
-
-def nothing(root: Path) -> None:
-    del root
-
-
-def write(name: str, data: str | bytes) -> Make:
-    def make(root: Path) -> None:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            path.rmdir()
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data, encoding="utf-8")
-
-    return make
-
-
-def edit(old: str, new: str) -> Make:
-    """Replace `old` (which must be there) in the base mlgate.yaml."""
-
-    def make(root: Path) -> None:
-        path = root / "mlgate.yaml"
-        text = path.read_text(encoding="utf-8")
-        assert old in text, old
-        path.write_text(text.replace(old, new), encoding="utf-8")
-
-    return make
-
-
-def remove(name: str) -> Make:
-    def make(root: Path) -> None:
-        (root / name).unlink()
-
-    return make
-
-
-def folder(name: str) -> Make:
-    def make(root: Path) -> None:
-        path = root / name
-        if path.exists():
-            path.unlink()
-        path.mkdir(parents=True)
-
-    return make
-
-
-def symlink_out(name: str) -> Make:
-    """`name` becomes a symlink to a CSV in the sibling folder `outside/`, whose header is the canary."""
-
-    def make(root: Path) -> None:
-        secret = root.parent / "outside" / "secret.csv"
-        secret.write_text(f"x,{CANARY}\n1,2\n", encoding="utf-8")
-        (root / name).unlink()
-        (root / name).symlink_to(secret)
-
-    return make
-
-
-def folder_out(name: str) -> Make:
-    """`name` becomes a symlink to the sibling folder `outside/`, which holds a file named after the canary."""
-
-    def make(root: Path) -> None:
-        outside = root.parent / "outside"
-        (outside / f"{CANARY}.py").write_text("x = 1\n", encoding="utf-8")
-        (outside / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
-        (root / name).symlink_to(outside, target_is_directory=True)
-
-    return make
-
-
-def file_out(name: str) -> Make:
-    """`name` becomes a symlink to a file in the sibling folder `outside/`, whose contents are the canary."""
-
-    def make(root: Path) -> None:
-        secret = root.parent / "outside" / "pins.txt"
-        secret.write_text(f"{CANARY}==1\n", encoding="utf-8")
-        (root / name).symlink_to(secret)
-
-    return make
-
-
-def git_commit(root: Path) -> None:
-    """The project as a git repository with one commit."""
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "project"]):
-        subprocess.run([*git, *args], cwd=root, check=True, capture_output=True)
-
-
-def both(*makes: Make) -> Make:
-    def make(root: Path) -> None:
-        for one in makes:
-            one(root)
-
-    return make
-
-
-# A small alias bomb: nine levels of ten aliases each, far past the loader's alias budget, yet tiny.
-ALIAS_BOMB = "version: 1\nproject: stub\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+from bad_inputs import (
+    ALIAS_BOMB,
+    CANARY,
+    DVC_YAML,
+    NON_UTF8_CSV,
+    PARQUET_SOURCE,
+    PR_WORKFLOW,
+    SQLITE,
+    TM,
+    TRAIN_CSV,
+    Case,
+    Table,
+    both,
+    check,
+    edit,
+    file_out,
+    folder,
+    folder_out,
+    git_commit,
+    nothing,
+    params,
+    remove,
+    run_table,
+    summary,
+    symlink_out,
+    write,
 )
-NON_UTF8_CSV = "x,caf\xe9\n1,2\n".encode("latin-1")
-PARQUET_SOURCE = "train: {path: data/train.parquet}"
-DVC_YAML = "stages: {}\n"
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    argv: tuple[str, ...]  # after `mlgate`; `{root}` is the project folder
-    make: Make  # breaks the base project
-    code: int  # the exit code that says what is wrong
-    says: str  # text the one error message must contain
-    env: Mapping[str, str] = field(default_factory=dict)
-    actions: bool = False  # run as in GitHub Actions (GITHUB_ACTIONS=true, a step summary file)
-    xfail: str | None = None
-
-
-SQLITE = "sqlite:///{root}/mlflow.db"
-
-
-def traffic_hook(run: str) -> Make:
-    """The base project with `traffic.backend: command` running `run` (timeout 1 s)."""
-    return edit(LAST, LAST + f"\ntraffic: {{backend: command, command: {{run: {json.dumps(run)}, timeout_s: 1}}}}")
-
-
-def registered_pair(root: Path) -> None:
-    """`fraud` v1 @champion and v2 @challenger in the project's sqlite store, with passing evidence."""
-    code = (
-        "import sys, mlflow\n"
-        "from mlflow import MlflowClient\n"
-        "uri = sys.argv[1]\n"
-        "mlflow.set_tracking_uri(uri)\n"
-        "client = MlflowClient(uri, uri)\n"
-        "exp = client.create_experiment('x')\n"
-        "client.create_registered_model('fraud')\n"
-        "for alias in ('champion', 'challenger'):\n"
-        "    run = client.create_run(exp)\n"
-        "    model = client.create_logged_model(exp, source_run_id=run.info.run_id)\n"
-        "    v = client.create_model_version('fraud', f'models:/{model.model_id}', model_id=model.model_id,\n"
-        "        tags={'mlgate.model_tests.passed': 'true',\n"
-        '              \'mlgate.metrics\': \'{"candidate": {"roc_auc": 0.9}, "champion": {"roc_auc": 0.8}}\'})\n'
-        "    client.set_registered_model_alias('fraud', alias, v.version)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, SQLITE.format(root=root)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    config = root / "mlgate.yaml"  # the base project's
-    config.write_text(config.read_text() + "\nregistry: {model: fraud, promotion: {metric: roc_auc}}\n")
-
-
-TM = ("test-model", "--no-comment")
-CP = ("compress", "--no-comment")
-LAST = "performance: {metrics: {roc_auc: 0.4}}"  # the last line of BASE_CONFIG
-PR_WORKFLOW = (
-    "on: pull_request\njobs:\n  ml-ci:\n    uses: mlgate/mlgate/.github/workflows/ml-ci.yml@v1\n"
-    "    permissions: {contents: read}\n"
-)
-COMPRESS = "\ncompress: {methods: [onnx, int8], budgets: {max_size_mb: 1}}"
 
 CASES: list[Case] = [
     # --- mlgate.yaml, for each gate that reads it ---
@@ -423,171 +228,6 @@ CASES: list[Case] = [
     # --- mlgate ci ---
     Case("ci-not-a-git-repo", ("ci", "pr.yml"), nothing, 3, "git"),
     Case("ci-workflow-missing", ("ci", "nope.yml"), git_commit, 3, "nope.yml"),
-    # --- mlgate compress ---
-    Case("compress-no-section", (*CP, "--model", "models:/m-1", "--tracking-uri", SQLITE), nothing, 2, "compress"),
-    Case("compress-no-model", (*CP, "--tracking-uri", SQLITE), edit(LAST, LAST + COMPRESS), 3, "no candidate model"),
-    Case(
-        "compress-unknown-method", ("check",), edit(LAST, LAST + "\ncompress: {methods: [zip]}"), 2, "compress.methods"
-    ),
-    Case(
-        "compress-distill-without-student",
-        (*CP, "--model", "models:/m-1", "--tracking-uri", SQLITE),
-        edit(LAST, LAST + "\ncompress: {methods: [onnx, distill]}"),
-        2,
-        "compress.distill",
-    ),
-    Case(
-        "compress-model-missing",
-        (*CP, "--model", "models:/m-0123", "--tracking-uri", SQLITE),
-        edit(LAST, LAST + COMPRESS),
-        3,
-        "models:/m-0123",
-    ),
-    Case(
-        "compress-budget-not-a-number",
-        ("check",),
-        edit(LAST, LAST + "\ncompress: {budgets: {max_size_mb: small}}"),
-        2,
-        "max_size_mb",
-    ),
-    # --- mlgate registry ---
-    Case("registry-no-operation", ("registry", "--tracking-uri", SQLITE), nothing, 3, "no registry operation"),
-    Case("registry-model-missing", ("registry", "promote", "--tracking-uri", SQLITE), nothing, 3, "does not exist"),
-    Case(
-        "registry-evidence-not-json",
-        ("registry", "register", "--model-uri", "models:/m-1", "--evidence", "{x", "--tracking-uri", SQLITE),
-        nothing,
-        3,
-        "--evidence",
-    ),
-    Case(
-        "registry-not-a-model-uri",
-        ("registry", "register", "--model-uri", "runs:/r1/model", "--tracking-uri", SQLITE),
-        nothing,
-        3,
-        "models:/<model_id>",
-    ),
-    Case(
-        "registry-reserved-alias",
-        ("registry", "status", "--tracking-uri", SQLITE),
-        edit("label: y", "label: y\n  baseline: {model: stub, alias: v1}"),
-        2,
-        "reserved",
-    ),
-    Case(
-        "registry-server-down",
-        ("registry", "status", "--tracking-uri", "http://127.0.0.1:9"),
-        nothing,
-        4,
-        "127.0.0.1:9",
-    ),
-    # --- mlgate traffic ---
-    Case(
-        "traffic-weight-out-of-range",
-        ("traffic", "set", "--canary", "120"),
-        traffic_hook("true"),
-        3,
-        "canary weight 120",
-    ),
-    Case(
-        "traffic-weights-not-100",
-        ("traffic", "set", "--stable", "80", "--canary", "30"),
-        traffic_hook("true"),
-        3,
-        "sum to 110, not 100",
-    ),
-    Case(
-        "traffic-hook-fails",  # its output quotes the password: the message carries it, redacted
-        ("traffic", "set", "--canary", "10"),
-        traffic_hook("sh -c 'echo cannot patch, password $MLFLOW_TRACKING_PASSWORD; exit 7' set-weights"),
-        4,
-        "failed with exit code 7",
-    ),
-    Case(
-        "traffic-hook-hangs",
-        ("traffic", "set", "--canary", "10"),
-        traffic_hook("sh -c 'sleep 60' set-weights"),
-        4,
-        "did not finish within 1 s",
-    ),
-    Case("traffic-no-stack-up", ("traffic", "set", "--canary", "10"), nothing, 3, "no traffic stack is up"),
-    Case(
-        "traffic-nginx-missing",
-        ("traffic", "up", "--stable", "models:/m@champion", "--canary", "models:/m@challenger"),
-        nothing,
-        4,
-        "nginx is not installed",
-        env={"PATH": "/nonexistent"},
-    ),
-    Case(
-        "traffic-unknown-backend",
-        ("traffic", "status"),
-        edit(LAST, LAST + "\ntraffic: {backend: istio}"),
-        2,
-        "traffic.backend",
-    ),
-    # --- mlgate rollout ---
-    Case(
-        "rollout-steps-not-increasing",
-        ("rollout", "status"),
-        edit(LAST, LAST + "\nrollout: {steps: [5, 1, 100]}"),
-        2,
-        "must increase",
-    ),
-    Case(
-        "rollout-step-over-100",
-        ("rollout", "status"),
-        edit(LAST, LAST + "\nrollout: {steps: [50, 120]}"),
-        2,
-        "each is the canary's percent, from 1 to 100",
-    ),
-    Case(
-        "rollout-bake-below-interval",
-        ("rollout", "status"),
-        edit(LAST, LAST + "\nrollout: {interval_s: 10, bake_s: 5}"),
-        2,
-        "bake_s 5 is shorter than interval_s 10",
-    ),
-    Case(
-        "rollout-threshold-out-of-domain",
-        ("rollout", "status"),
-        edit(LAST, LAST + "\nrollout: {thresholds: {max_error_rate: 1.5}}"),
-        2,
-        "max_error_rate",
-    ),
-    Case(
-        "rollout-second-while-running",
-        ("rollout", "start", "--version", "2", "--tracking-uri", SQLITE),
-        write(
-            ".mlgate/rollout/state.json",
-            json.dumps(
-                {
-                    "id": "f1rst",
-                    "phase": "running",
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "canary": {"model": "fraud", "version": "1"},
-                    "step": {"name": "5%"},
-                }
-            ),
-        ),
-        3,
-        "a rollout is already running: rollout f1rst of fraud version 1",
-    ),
-    Case(
-        "rollout-no-registered-model",
-        ("rollout", "start", "--tracking-uri", SQLITE),
-        nothing,
-        3,
-        "registered model",
-    ),
-    Case(
-        "rollout-nothing-served",
-        ("rollout", "start", "--version", "2", "--tracking-uri", SQLITE),
-        registered_pair,
-        3,
-        "the canary needs both versions served, and no traffic stack is up",
-    ),
     # --- mlgate github setup ---
     Case(
         "github-setup-apply-without-token",
@@ -606,145 +246,14 @@ CASES: list[Case] = [
 ]
 
 
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-    written_outside: list[str]
-    runner_files: str  # the step summary and outputs file, for the leak check
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def tree(folder: Path) -> dict[str, int]:
-    """Every path under `folder` with its size (-1 for folders), symlinks not followed."""
-    found: dict[str, int] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames:
-            found[os.path.relpath(os.path.join(dirpath, name), folder)] = -1
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            found[os.path.relpath(path, folder)] = os.lstat(path).st_size
-    return found
-
-
-def case_env(case: Case, case_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GITHUB_", "MLGATE_", "MLFLOW_", "RUNNER_", "ACTIONS_")) and k != "CI"
-    }
-    env.update(CANARY_ENV)
-    # A home and a temp folder of its own, beside the project: whatever lands there is written outside it
-    # (MLflow's telemetry id in ~/.config/mlflow included, which mlgate's telemetry opt-out prevents).
-    env.update(HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"), PYTHONDONTWRITEBYTECODE="1")
-    if case.actions:
-        runner = case_dir / "runner"
-        env.update(
-            GITHUB_ACTIONS="true",
-            GITHUB_STEP_SUMMARY=str(runner / "summary.md"),
-            GITHUB_OUTPUT=str(runner / "output"),
-            GITHUB_WORKSPACE=str(case_dir / "proj"),
-        )
-    env.update(case.env)
-    return env
-
-
-def run_case(case: Case, case_dir: Path) -> Outcome:
-    root = case_dir / "proj"
-    for name in ("proj", "outside", "home", "tmp", "runner"):
-        (case_dir / name).mkdir(parents=True)
-    (case_dir / "runner" / "summary.md").touch()
-    (case_dir / "runner" / "output").touch()
-    base_project(root)
-    case.make(root)
-    argv = [arg.replace("{root}", str(root)) for arg in case.argv]
-    before = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(MLGATE), *argv],
-        cwd=root,
-        env=case_env(case, case_dir),
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
-    after = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
-    written = sorted(k for k in after if before.get(k) != after[k])
-    runner_files = "".join(p.read_text(errors="replace") for p in (case_dir / "runner").iterdir())
-    return Outcome(done.returncode, done.stdout, done.stderr, seconds, written, runner_files)
-
-
-def git_status() -> str:
-    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-
-
-@dataclass
-class Table:
-    outcomes: dict[str, Outcome]
-    repo_status: tuple[str, str]  # `git status` of this repository before and after every case
-
-
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Table:
-    """Every case, run once, in parallel (each is a process of its own, most waiting on imports)."""
-    base = tmp_path_factory.mktemp("bad-inputs")
-    status_before = git_status()
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {case.id: pool.submit(run_case, case, base / case.id) for case in CASES}
-        results = {name: future.result() for name, future in futures.items()}
-    return Table(results, (status_before, git_status()))
+    return run_table(CASES, tmp_path_factory.mktemp("bad-inputs"))
 
 
-def leaked(outcome: Outcome) -> bool:
-    # `::add-mask::` hands a secret to the runner so that it masks it; it is the one line that must name it.
-    shown = [line for line in outcome.output.splitlines() if not line.startswith("::add-mask::")]
-    return CANARY in "\n".join(shown) or CANARY in outcome.runner_files
-
-
-def error_blocks(outcome: Outcome) -> list[str]:
-    """Each error message with the lines that continue it, up to the next error or hint."""
-    blocks: list[list[str]] = []
-    for stream in (outcome.stdout, outcome.stderr):
-        current: list[str] | None = None
-        for line in stream.splitlines():
-            if GATE_COUNT.search(line):
-                current = None
-            elif ERROR_LINE.match(line):
-                current = [line]
-                blocks.append(current)
-            elif line.startswith("hint:") or line.startswith("::"):
-                current = None
-            elif current is not None:
-                current.append(line)
-    return ["\n".join(block).replace("%0A", "\n") for block in blocks]
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else [])
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_input_is_one_error_with_a_hint(case: Case, table: Table) -> None:
-    outcome = table.outcomes[case.id]
-    shown = f"exit {outcome.code}\n--- stdout\n{outcome.stdout[-3000:]}\n--- stderr\n{outcome.stderr[-3000:]}"
-    assert "Traceback" not in outcome.output, shown
-    assert not leaked(outcome), shown
-    assert outcome.written_outside == [], shown
-    assert outcome.code == case.code, shown
-    blocks = error_blocks(outcome)
-    assert len(blocks) == 1, shown
-    assert case.says in blocks[0], shown
-    assert re.search(r"^hint: \S", outcome.stderr, re.MULTILINE), shown
+    check(case, table.outcomes[case.id])
 
 
 def test_the_repository_is_untouched(table: Table) -> None:
@@ -753,23 +262,4 @@ def test_the_repository_is_untouched(table: Table) -> None:
 
 
 def test_summary(table: Table, capsys: pytest.CaptureFixture[str]) -> None:
-    """The figures of the whole table, printed (not asserted: each case asserts its own outcome)."""
-    cases = {case.id: table.outcomes[case.id] for case in CASES}
-    expected = {case.id: case.code for case in CASES}
-    slowest = max(cases, key=lambda name: cases[name].seconds)
-    figures = {
-        "cases": len(cases),
-        "tracebacks": sum("Traceback" in o.output for o in cases.values()),
-        "leaks": sum(leaked(o) or bool(o.written_outside) for o in cases.values()),
-        "silent_acceptances": sum(o.code == 0 and expected[name] != 0 for name, o in cases.items()),
-        "slowest_failure_s": round(cases[slowest].seconds, 2),
-        "slowest_case": slowest,
-        "total_case_s": round(sum(o.seconds for o in cases.values()), 2),
-        "per_case_s": {name: round(o.seconds, 2) for name, o in cases.items()},
-    }
-    line = " ".join(f"{k}={v}" for k, v in figures.items() if k != "per_case_s")
-    with capsys.disabled():
-        print(f"\nbad inputs: {line}")
-    results = ROOT / "bench-results"
-    if results.is_dir():
-        (results / "bad_inputs.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    summary("bad inputs (pull-request half)", "bad_inputs", CASES, table, capsys)
