@@ -285,7 +285,14 @@ def history_scaling(bench: Bench, who: Who, versions: int, budget_s: float) -> t
                 created = bench.client.create_model_version(registry.name, model_uri, tags=tags, model_id=model_id)
                 reason = f"version {created.version} registered by the benchmark's setup (audit.write)"
                 evidence = {"model_uri": model_uri, "tags": tags}  # the shape of register's, for the record's size
-                record = AuditRecord("register", registry.name, str(created.version), "registered", reason, who)
+                record = AuditRecord(
+                    operation="register",
+                    model=registry.name,
+                    version=str(created.version),
+                    decision="registered",
+                    reason=reason,
+                    who=who,
+                )
                 record.evidence = evidence
                 audit.write(bench.client, registry.audit_experiment, record)
                 version = str(created.version)

@@ -21,7 +21,7 @@ EPSILON = 1e-4
 MAX_THREADS = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeatureDrift:
     """One feature compared: PSI, the statistical test, its effect size, and the verdict."""
 
@@ -162,10 +162,30 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig)
         if _is_numeric(ref) and _is_numeric(cur):
             psi, statistic, pvalue = numeric_drift(ref, cur, config.psi.bins)
             status = _status(psi, pvalue, statistic, config, "ks")
-            return FeatureDrift(name, "numeric", psi, "ks", statistic, pvalue, statistic, status, key)
+            return FeatureDrift(
+                feature=name,
+                kind="numeric",
+                psi=psi,
+                test="ks",
+                statistic=statistic,
+                pvalue=pvalue,
+                effect=statistic,
+                status=status,
+                key=key,
+            )
         psi, statistic, pvalue, effect = categorical_drift(ref, cur)
         status = _status(psi, pvalue, effect, config, "chi2")
-        return FeatureDrift(name, "categorical", psi, "chi2", statistic, pvalue, effect, status, key)
+        return FeatureDrift(
+            feature=name,
+            kind="categorical",
+            psi=psi,
+            test="chi2",
+            statistic=statistic,
+            pvalue=pvalue,
+            effect=effect,
+            status=status,
+            key=key,
+        )
 
     workers = min(len(chosen), os.cpu_count() or 1, MAX_THREADS)
     if workers <= 1:

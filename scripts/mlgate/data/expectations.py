@@ -37,7 +37,7 @@ TYPE_LISTS: dict[str, list[str]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExpectationOutcome:
     """One expectation run on one source: what was checked, whether it held, what was seen."""
 
@@ -129,7 +129,9 @@ def _plan(source: str, frame: pd.DataFrame, spec: Expectations) -> list[_Planned
     planned: list[_Planned] = []
 
     def add(expectation: Any, column: str | None, check: str, expected: str, key: Key) -> None:
-        outcome = ExpectationOutcome(source, column, check, expected, False, "", key)
+        outcome = ExpectationOutcome(
+            source=source, column=column, check=check, expected=expected, success=False, observed="", key=key
+        )
         planned.append(_Planned(expectation, outcome))
 
     row_count = spec.row_count
@@ -335,7 +337,15 @@ def run_expectations(
 
 
 def _with(outcome: ExpectationOutcome, success: bool, observed: str, key: Key) -> ExpectationOutcome:
-    return ExpectationOutcome(outcome.source, outcome.column, outcome.check, outcome.expected, success, observed, key)
+    return ExpectationOutcome(
+        source=outcome.source,
+        column=outcome.column,
+        check=outcome.check,
+        expected=outcome.expected,
+        success=success,
+        observed=observed,
+        key=key,
+    )
 
 
 def failed(outcomes: Sequence[ExpectationOutcome]) -> list[ExpectationOutcome]:

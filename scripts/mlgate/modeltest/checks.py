@@ -53,7 +53,7 @@ FAILING_CASES_SHOWN = 5
 DEFAULT_RATIO_BATCH = 1000
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckResult:
     """The outcome of one declared check, as the job summary and the PR comment show it."""
 
@@ -340,9 +340,16 @@ def _metric_floor(name: str, bound: float, line: int | None) -> Callable[[Sessio
         champion = session.champion_metrics[name] if session.champion_metrics else None
         ok = value >= bound
         return CheckResult(
-            f"performance.{name}", "performance", name, line, "passed" if ok else "failed", value, f">= {bound:g}",
-            champion, "" if ok else f"{name} {_fmt(value)} is below the floor {bound:g}",
-        )  # fmt: skip
+            id=f"performance.{name}",
+            family="performance",
+            name=name,
+            line=line,
+            outcome="passed" if ok else "failed",
+            value=value,
+            bound=f">= {bound:g}",
+            champion=champion,
+            message="" if ok else f"{name} {_fmt(value)} is below the floor {bound:g}",
+        )
 
     return run
 
@@ -377,10 +384,17 @@ def _slices(piece: SliceCheck, line: int | None) -> Callable[[Session], CheckRes
             else f"every slice meets {bounds}"
         ) + note
         return CheckResult(
-            f"performance.slices.{piece.column}", "performance", f"{piece.column} slices", line,
-            "failed" if failures else "passed", worst if worst != math.inf else None, bounds + " per slice", None,
-            message, failures[:FAILING_CASES_SHOWN],
-        )  # fmt: skip
+            id=f"performance.slices.{piece.column}",
+            family="performance",
+            name=f"{piece.column} slices",
+            line=line,
+            outcome="failed" if failures else "passed",
+            value=worst if worst != math.inf else None,
+            bound=bounds + " per slice",
+            champion=None,
+            message=message,
+            cases=failures[:FAILING_CASES_SHOWN],
+        )
 
     return run
 
@@ -399,10 +413,16 @@ def _latency(budget: LatencyBudget, line: int | None) -> Callable[[Session], Che
                 over.append(f"{key[:3]} {measured[key]:.2f} ms > {limit:g} ms")
         found = "; ".join(over) if over else f"p50 {measured['p50_ms']:.2f} ms, p95 {measured['p95_ms']:.2f} ms"
         return CheckResult(
-            f"performance.latency.batch_{budget.batch}", "performance", f"latency, batch {budget.batch} (p95 ms)",
-            line, "failed" if over else "passed", measured["p95_ms"], ", ".join(bounds),
-            champion["p95_ms"] if champion else None, f"{found}; {session.latency_threads}",
-        )  # fmt: skip
+            id=f"performance.latency.batch_{budget.batch}",
+            family="performance",
+            name=f"latency, batch {budget.batch} (p95 ms)",
+            line=line,
+            outcome="failed" if over else "passed",
+            value=measured["p95_ms"],
+            bound=", ".join(bounds),
+            champion=champion["p95_ms"] if champion else None,
+            message=f"{found}; {session.latency_threads}",
+        )
 
     return run
 
@@ -425,12 +445,19 @@ def _mft(index: int, case: MinimumFunctionalityCase, line: int | None) -> Callab
         for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]:
             cases.append({**{c: frame[c].iloc[row] for c in case.set}, "score": scores[row], "expected": case.expect})
         return CheckResult(
-            f"behavioral.{_mft_id(index)}", "minimum functionality", case.name, line, "passed" if ok else "failed",
-            rate, f"pass rate >= {case.pass_rate:g}", champion_rate,
-            f"{int(passed.sum())}/{len(passed)} rows predicted {case.expect} "
+            id=f"behavioral.{_mft_id(index)}",
+            family="minimum functionality",
+            name=case.name,
+            line=line,
+            outcome="passed" if ok else "failed",
+            value=rate,
+            bound=f"pass rate >= {case.pass_rate:g}",
+            champion=champion_rate,
+            message=f"{int(passed.sum())}/{len(passed)} rows predicted {case.expect} "
             f"(threshold {session.candidate.threshold:.3g}; {scope.sample})",
-            cases, scope.rows,
-        )  # fmt: skip
+            cases=cases,
+            rows=scope.rows,
+        )
 
     return run
 
@@ -461,13 +488,20 @@ def _perturbation_check(
             for row in np.flatnonzero(~passed)[:FAILING_CASES_SHOWN]
         ]  # fmt: skip
         return CheckResult(
-            f"behavioral.{family}[{index}]", family, case.name, line, "passed" if ok else "failed", rate,
-            f"pass rate >= {case.pass_rate:g}", champion_rate,
-            f"{int(passed.sum())}/{len(passed)} rows in scope keep {rule} when {case.column} is perturbed "
+            id=f"behavioral.{family}[{index}]",
+            family=family,
+            name=case.name,
+            line=line,
+            outcome="passed" if ok else "failed",
+            value=rate,
+            bound=f"pass rate >= {case.pass_rate:g}",
+            champion=champion_rate,
+            message=f"{int(passed.sum())}/{len(passed)} rows in scope keep {rule} when {case.column} is perturbed "
             f"({scope.rows} of {scope.sampled} rows in scope: {scope.in_scope}; median change "
             f"{float(np.median(delta)):+.4g})",
-            cases, scope.rows,
-        )  # fmt: skip
+            cases=cases,
+            rows=scope.rows,
+        )
 
     return run
 
@@ -488,10 +522,14 @@ def _passes(case: InvarianceCase | DirectionalCase, delta: np.ndarray) -> tuple[
 
 def _no_champion(check_id: str, name: str, line: int | None, session: Session) -> CheckResult:
     return CheckResult(
-        check_id, "baseline", name, line, "skipped",
+        id=check_id,
+        family="baseline",
+        name=name,
+        line=line,
+        outcome="skipped",
         message=f"no baseline yet: {session.baseline_name} does not exist: {session.no_champion} "
         "(the candidate is judged on the thresholds alone)",
-    )  # fmt: skip
+    )
 
 
 def _regression(name: str, allowed: float, line: int | None) -> Callable[[Session], CheckResult]:
@@ -501,10 +539,17 @@ def _regression(name: str, allowed: float, line: int | None) -> Callable[[Sessio
         value, champion = session.candidate_metrics[name], session.champion_metrics[name]
         ok = value >= champion - allowed
         return CheckResult(
-            f"baseline.{name}", "baseline", f"{name} vs champion", line, "passed" if ok else "failed", value,
-            f">= champion - {allowed:g}", champion,
-            f"{name} {_fmt(value)} vs champion {_fmt(champion)} (delta {value - champion:+.4f}, allowed -{allowed:g})",
-        )  # fmt: skip
+            id=f"baseline.{name}",
+            family="baseline",
+            name=f"{name} vs champion",
+            line=line,
+            outcome="passed" if ok else "failed",
+            value=value,
+            bound=f">= champion - {allowed:g}",
+            champion=champion,
+            message=f"{name} {_fmt(value)} vs champion {_fmt(champion)} "
+            f"(delta {value - champion:+.4f}, allowed -{allowed:g})",
+        )
 
     return run
 
@@ -519,10 +564,17 @@ def _latency_ratio(limit: float, line: int | None) -> Callable[[Session], CheckR
         ratio = mine / theirs if theirs > 0 else math.inf
         ok = ratio <= limit
         return CheckResult(
-            "baseline.latency_ratio", "baseline", f"p95 latency ratio vs champion, batch {batch}", line,
-            "passed" if ok else "failed", ratio, f"<= {limit:g}x", 1.0,
-            f"candidate p95 {mine:.2f} ms vs champion {theirs:.2f} ms (ratio {ratio:.2f}); {session.latency_threads}",
-        )  # fmt: skip
+            id="baseline.latency_ratio",
+            family="baseline",
+            name=f"p95 latency ratio vs champion, batch {batch}",
+            line=line,
+            outcome="passed" if ok else "failed",
+            value=ratio,
+            bound=f"<= {limit:g}x",
+            champion=1.0,
+            message=f"candidate p95 {mine:.2f} ms vs champion {theirs:.2f} ms (ratio {ratio:.2f}); "
+            f"{session.latency_threads}",
+        )
 
     return run
 

@@ -37,7 +37,7 @@ LINEAGE_PREFIXES = ("mlgate.git.", "mlgate.dvc.", "mlgate.config_sha256", "mlgat
 METRIC_TAG = "mlgate.metrics"  # JSON of the model tests' holdout metrics: candidate and champion, same rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Decision:
     """What an operation did (or refused to do), and why."""
 
@@ -155,15 +155,15 @@ class Registry:
     # -- writing ---------------------------------------------------------------------------------
     def record(self, decision: Decision, who: Who) -> Decision:
         record = AuditRecord(
-            decision.operation,
-            self.name,
-            decision.version,
-            decision.decision,
-            decision.reason,
-            who,
-            decision.aliases_before,
-            decision.aliases_after,
-            decision.evidence,
+            operation=decision.operation,
+            model=self.name,
+            version=decision.version,
+            decision=decision.decision,
+            reason=decision.reason,
+            who=who,
+            aliases_before=decision.aliases_before,
+            aliases_after=decision.aliases_after,
+            evidence=decision.evidence,
         )
         decision.audit_run_id = self.call(
             "writing the audit record", lambda: audit.write(self.client, self.audit_experiment, record)

@@ -94,7 +94,7 @@ def approvers_of_run(environment: str) -> list[str]:
     return names
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditRecord:
     operation: str  # register | promote | rollback
     model: str
@@ -149,17 +149,17 @@ class AuditRecord:
             get("environment"),
         )
         return cls(
-            get("operation"),
-            get("model"),
-            get("version"),
-            get("decision"),
-            get("reason"),
-            who,
-            loads("aliases_before"),
-            loads("aliases_after"),
-            loads("evidence"),
-            float(get("at") or 0),
-            run_id,
+            operation=get("operation"),
+            model=get("model"),
+            version=get("version"),
+            decision=get("decision"),
+            reason=get("reason"),
+            who=who,
+            aliases_before=loads("aliases_before"),
+            aliases_after=loads("aliases_after"),
+            evidence=loads("evidence"),
+            at=float(get("at") or 0),
+            run_id=run_id,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -118,15 +118,15 @@ def register(registry: Registry, model_uri: str, evidence: Evidence, who: Who) -
         after = registry.move([(CHALLENGER, version)])
     champion = before.get(registry.champion)
     decision = Decision(
-        "register",
-        registry.name,
-        version,
-        "registered",
-        f"version {version} of {registry.name} from {model_uri} is @challenger"
+        operation="register",
+        model=registry.name,
+        version=version,
+        decision="registered",
+        reason=f"version {version} of {registry.name} from {model_uri} is @challenger"
         + (f" (the champion is version {champion})" if champion else " (no champion yet)"),
-        before,
-        after,
-        {"model_uri": model_uri, "tags": version_tags},
+        aliases_before=before,
+        aliases_after=after,
+        evidence={"model_uri": model_uri, "tags": version_tags},
     )
     return registry.record(decision, who)
 
@@ -219,13 +219,13 @@ def promote(loaded: LoadedConfig, registry: Registry, who: Who, version: str | N
         champion = before.get(registry.champion)
         if champion == str(target):
             decision = Decision(
-                "promote",
-                registry.name,
-                str(target),
-                "unchanged",
-                f"version {target} is already @champion: nothing to do",
-                before,
-                before,
+                operation="promote",
+                model=registry.name,
+                version=str(target),
+                decision="unchanged",
+                reason=f"version {target} is already @champion: nothing to do",
+                aliases_before=before,
+                aliases_after=before,
             )
             return registry.record(decision, who)
         recorded_champion = dict(challenger.tags or {}).get("mlgate.model_tests.champion_version")
@@ -240,16 +240,43 @@ def promote(loaded: LoadedConfig, registry: Registry, who: Who, version: str | N
             )
         if not ok:
             # Refused: nothing moves; the reason is recorded, and the caller fails the step (mlgate registry).
-            decision = Decision("promote", registry.name, str(target), "rejected", why, before, before, evidence)
+            decision = Decision(
+                operation="promote",
+                model=registry.name,
+                version=str(target),
+                decision="rejected",
+                reason=why,
+                aliases_before=before,
+                aliases_after=before,
+                evidence=evidence,
+            )
             return registry.record(decision, who)
         moves: list[tuple[str, str | None]] = [(PREVIOUS, champion)] if champion else []
         after = _move_or_record(
             registry,
             who,
-            Decision("promote", registry.name, str(target), "failed", why, before, before, evidence),
+            Decision(
+                operation="promote",
+                model=registry.name,
+                version=str(target),
+                decision="failed",
+                reason=why,
+                aliases_before=before,
+                aliases_after=before,
+                evidence=evidence,
+            ),
             [*moves, (registry.champion, str(target))],
         )
-    decision = Decision("promote", registry.name, str(target), "promoted", why, before, after, evidence)
+    decision = Decision(
+        operation="promote",
+        model=registry.name,
+        version=str(target),
+        decision="promoted",
+        reason=why,
+        aliases_before=before,
+        aliases_after=after,
+        evidence=evidence,
+    )
     return registry.record(decision, who)
 
 
@@ -270,29 +297,37 @@ def rollback(registry: Registry, who: Who, reason: str, version: str | None = No
         current = before.get(registry.champion)
         if current == str(target):
             decision = Decision(
-                "rollback",
-                registry.name,
-                str(target),
-                "unchanged",
-                f"version {target} is already @champion: nothing to do ({reason})",
-                before,
-                before,
+                operation="rollback",
+                model=registry.name,
+                version=str(target),
+                decision="unchanged",
+                reason=f"version {target} is already @champion: nothing to do ({reason})",
+                aliases_before=before,
+                aliases_after=before,
             )
             return registry.record(decision, who)
         moves: list[tuple[str, str | None]] = [(registry.champion, str(target))]
         if before.get(PREVIOUS) == str(target):
             moves.append((PREVIOUS, None))  # consumed: a second rollback must name its version
-        failed = Decision("rollback", registry.name, str(target), "failed", reason, before, before)
+        failed = Decision(
+            operation="rollback",
+            model=registry.name,
+            version=str(target),
+            decision="failed",
+            reason=reason,
+            aliases_before=before,
+            aliases_after=before,
+        )
         after = _move_or_record(registry, who, failed, moves)
     decision = Decision(
-        "rollback",
-        registry.name,
-        str(target),
-        "rolled-back",
-        f"@champion back to version {target} from version {current or '(none)'}: {reason}",
-        before,
-        after,
-        {"from_version": current},
+        operation="rollback",
+        model=registry.name,
+        version=str(target),
+        decision="rolled-back",
+        reason=f"@champion back to version {target} from version {current or '(none)'}: {reason}",
+        aliases_before=before,
+        aliases_after=after,
+        evidence={"from_version": current},
     )
     return registry.record(decision, who)
 

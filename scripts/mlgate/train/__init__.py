@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainRun:
     """One execution of the training command and the MLflow run it filled."""
 
@@ -353,7 +353,15 @@ def _run_and_end(
         if not ended:
             _end_run(server, opened.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    return TrainRun(opened.run_id, status, done.seconds, metrics, model_id, done.code, done.tail), done.failure
+    return TrainRun(
+        run_id=opened.run_id,
+        status=status,
+        seconds=done.seconds,
+        metrics=metrics,
+        model_id=model_id,
+        exit_code=done.code,
+        log_tail=done.tail,
+    ), done.failure
 
 
 def _train_in_run(session: _Session, report: TrainReport, opened: tracking.OpenedRun) -> _Launched:
@@ -470,7 +478,17 @@ def _train_other_node(session: _Session, report: TrainReport, launch: distribute
     with tempfile.TemporaryDirectory(prefix="mlgate-train-") as tmp:
         done = _launch(session.loaded, command, launch, env, Path(tmp), session.tracking_uri)
     code, tail = done.code, done.tail
-    report.runs.append(TrainRun("", "FINISHED" if code == 0 else "FAILED", done.seconds, {}, None, code, tail))
+    report.runs.append(
+        TrainRun(
+            run_id="",
+            status="FINISHED" if code == 0 else "FAILED",
+            seconds=done.seconds,
+            metrics={},
+            model_id=None,
+            exit_code=code,
+            log_tail=tail,
+        )
+    )
     if code != 0:
         what = _failure_text(done.failure) if done.failure else "last lines:\n" + "\n".join(tail[-12:])
         raise GateFailed(
