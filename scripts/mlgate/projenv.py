@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 from mlgate.config import LoadedConfig
-from mlgate.errors import ToolError
+from mlgate.errors import ConfigError, ToolError
 from mlgate.extras import compress_libraries
 
 MARKER = ".mlgate-env"
@@ -126,7 +126,7 @@ def ensure_project_env(loaded: LoadedConfig, *, check: bool = False) -> Path | N
         return None
     line = loaded.line_of("environment", "install")
     if settings.constraints and not (loaded.root / settings.constraints).is_file():
-        raise ToolError(
+        raise ConfigError(
             f"{loaded.path}: environment.constraints names {settings.constraints!r}, which does not exist",
             hint="create the constraints file or remove environment.constraints",
             file=str(loaded.path),

@@ -97,6 +97,13 @@ CASES: list[Case] = [
         "lint.paths[0]",
     ),
     Case(
+        "constraints-missing",  # a config error (2), as the key names a file that is not there; was a tool failure (4)
+        ("train", "--tracking-uri", SQLITE),
+        edit("project: stub", "project: stub\nenvironment: {install: [numpy], constraints: pins.txt}"),
+        2,
+        "environment.constraints names 'pins.txt', which does not exist",
+    ),
+    Case(
         "constraints-symlink-out",
         ("train", "--tracking-uri", SQLITE),
         both(

@@ -16,6 +16,7 @@ from bad_inputs import (
     SQLITE,
     Case,
     Table,
+    both,
     check,
     edit,
     nothing,
@@ -47,6 +48,13 @@ CASES: list[Case] = [
         edit(LAST, LAST + COMPRESS),
         3,
         "models:/m-0123",
+    ),
+    Case(
+        "compress-junit-dir-is-a-file",  # --junit-dir is a folder (test-model's report folder is fine)
+        (*CP, "--model", "models:/m-0123", "--junit-dir", "notes.txt", "--tracking-uri", SQLITE),
+        both(edit(LAST, LAST + COMPRESS), write("notes.txt", "x")),
+        3,
+        "--junit-dir notes.txt: is a file, not a folder",
     ),
     Case(
         "compress-budget-not-a-number",

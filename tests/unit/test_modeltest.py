@@ -1130,6 +1130,20 @@ def test_the_summary_shows_the_rows_in_scope(first_model: ModelTestReport) -> No
     assert f"| pass rate >= 0.99 | {invariance['rows']} | ✅ |" in row
 
 
+def test_a_config_under_another_name_runs_its_declared_checks(
+    make_project: Callable[..., Path], store: SimpleNamespace, first_model: ModelTestReport
+) -> None:
+    # Two models in one repository keep their configs side by side (mlgate-toy.yaml, mlgate-other.yaml): the
+    # plugin collects the one named by --mlgate-config whatever its name. It used to collect only mlgate.yaml,
+    # so this run found nothing to collect and failed with pytest's "not found".
+    crown(store, None)
+    config = make_project(tests="[tests/model]")
+    renamed = config.rename(config.with_name("mlgate-toy.yaml"))
+    report = run(renamed, store, "good")
+    assert report.passed, report.checks
+    assert set(by_id(report)) == set(by_id(first_model)) and any(i.startswith("performance.") for i in by_id(report))
+
+
 # --- latency with pinned threads ---------------------------------------------------------------------------
 
 

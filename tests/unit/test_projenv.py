@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlgate import projenv
 from mlgate.config import load_config
-from mlgate.errors import ToolError
+from mlgate.errors import ConfigError, ToolError
 
 
 def _project(tmp_path: Path, install: str) -> Path:
@@ -72,8 +72,11 @@ def test_missing_constraints_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "mlgate.yaml").write_text(
         "version: 1\nproject: demo\nenvironment:\n  install: [numpy]\n  constraints: pins.txt\n"
     )
-    with pytest.raises(ToolError, match=r"pins\.txt"):
+    with pytest.raises(
+        ConfigError, match=r"environment\.constraints names 'pins\.txt', which does not exist"
+    ) as caught:
         projenv.ensure_project_env(load_config(tmp_path / "mlgate.yaml"))
+    assert caught.value.exit_code == 2 and caught.value.line == 5  # a config error, at the key's line
 
 
 def _package(root: Path, marker: str) -> None:

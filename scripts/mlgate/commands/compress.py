@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             hint="pass the train step's model-uri output as the model-uri input, or --model models:/<model_id>",
         )
     tracking_uri = require_tracking_uri(args.tracking_uri)
-    junit_dir = Path(require_output("--junit-dir", args.junit_dir))
+    junit_dir = Path(require_output("--junit-dir", args.junit_dir, folder=True))
     outputs_file = outputs_path(args, loaded.root, OUTPUTS_FILE)
     result = run_compress(
         loaded,

@@ -138,8 +138,10 @@ class DeclaredChecks(pytest.File):
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> DeclaredChecks | None:
-    # Only when named on the command line: a project's mlgate.yaml is never collected by accident.
-    if file_path.name not in CONFIG_NAMES:
+    # Only when named on the command line: a project's mlgate.yaml is never collected by accident. A config
+    # under another name (two models side by side: mlgate-churn.yaml) is collected when it is --mlgate-config.
+    given = parent.config.getoption("mlgate_config")
+    if file_path.name not in CONFIG_NAMES and not (given and file_path.resolve() == Path(given).resolve()):
         return None
     named = {Path(arg.split("::")[0]).resolve() for arg in parent.config.args}
     if file_path.resolve() not in named:
