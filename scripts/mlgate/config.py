@@ -639,6 +639,20 @@ class RegistryConfig(_Model):
     )
 
 
+class ServeConfig(_Model):
+    """`mlgate serve`, the model server of each side of a rollout (`mlgate traffic up` starts two)."""
+
+    max_body_bytes: int = Field(
+        1 << 20,  # mlgate.serve.payload.DEFAULT_MAX_BODY_BYTES (tests/unit/test_serve.py checks they agree)
+        ge=1,
+        le=1 << 30,
+        description="Largest prediction request body in bytes, 1 MiB by default as nginx's client_max_body_size; "
+        "a larger one is answered 413 (from its Content-Length, or as soon as a chunked body passes it) and "
+        "counted as a client error. `mlgate traffic up` passes it to both servers (`--max-body-bytes`); keep "
+        "traffic.nginx.max_body_mb at or above it, or nginx refuses the body first, where no server counts it.",
+    )
+
+
 TRAFFIC_HEADER = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
 
 
@@ -772,7 +786,11 @@ class RolloutThresholdsConfig(_Model):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_error_rate: float = Field(
-        0.05, ge=0, le=1, description="Ceiling of the canary's error rate (hard guard, binomial test)."
+        0.05,
+        ge=0,
+        le=1,
+        description="Ceiling of the canary's error rate (hard guard, binomial test): its own errors (5xx) over the "
+        "requests it answered; client errors (4xx) are not held against it.",
     )
     max_p99_s: float = Field(1.0, gt=0, description="Budget of the canary's p99 latency in seconds (hard guard).")
     min_samples: int = Field(
@@ -782,7 +800,10 @@ class RolloutThresholdsConfig(_Model):
         1000, ge=1, description="Requests a side before the p99s are compared rather than the medians."
     )
     max_error_increase: float = Field(
-        0.01, ge=0, le=1, description="Largest tolerated rise of the error rate over the stable model's."
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest tolerated rise of the error rate (5xx, as max_error_rate) over the stable model's.",
     )
     max_latency_ratio: float = Field(
         1.5, gt=1, description="Largest tolerated canary/stable latency ratio (medians; p99s with enough samples)."
@@ -889,6 +910,7 @@ class MlgateConfig(_Model):
         None, description="The compress gate (needs model_tests: its holdout, score and checks); absent: none."
     )
     registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
+    serve: ServeConfig = Field(default_factory=lambda: ServeConfig())
     traffic: TrafficConfig = Field(default_factory=lambda: TrafficConfig())
     rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig())
 

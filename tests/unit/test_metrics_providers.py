@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from mlgate.metrics import Bucket, MetricsError, ServerRef, bucket_quantile, open_provider
@@ -131,7 +131,7 @@ def test_without_a_previous_scrape_the_counts_run_from_the_server_s_start() -> N
     window = measure(None, parse(exposition(8, 1, 1, (10, 0, 0), (4, 0, 0), 1.0), taken_at=5.0), FRAUD)
     assert window.window_s is None
     assert (window.requests, window.errors, window.server_errors) == (10, 2, 1)
-    assert window.error_rate == pytest.approx(0.2)
+    assert window.error_rate == pytest.approx(1 / 9)  # the model's own: its one 5xx of the 9 it answered (not the 400)
     assert window.scores.mean == pytest.approx(0.25)
 
 
@@ -206,6 +206,30 @@ def test_the_series_names_are_those_mlgate_serve_exports() -> None:
     assert (window.requests, window.errors, window.server_errors, window.restarted) == (4, 2, 1, False)
     assert window.scores.count == 3 and window.scores.mean == pytest.approx(1.3 / 3)
     assert window.latency.p50 is not None and 0.0025 < window.latency.p50 <= 0.005
+
+
+def test_the_error_rate_is_the_model_s_own_client_errors_left_out() -> None:
+    # 100 requests: 36 answered, 4 the model failed (5xx), 60 refused as the client's fault (4xx) before it ran.
+    before = parse(exposition(0, 0, 0, (0, 0, 0), (0, 0, 0), 0.0), taken_at=0.0)
+    after = parse(exposition(36, 4, 60, (100, 0, 0), (36, 0, 0), 9.0), taken_at=60.0)
+    window = measure(before, after, FRAUD)
+    assert (window.requests, window.errors, window.server_errors, window.client_errors) == (100, 64, 4, 60)
+    assert window.answered == 40
+    assert window.error_rate == pytest.approx(4 / 40)  # not 64 / 100, nor 4 / 100
+    every_one_refused = measure(before, parse(exposition(0, 0, 5, (5, 0, 0), (0, 0, 0), 0.0), 60.0), FRAUD)
+    assert (every_one_refused.requests, every_one_refused.error_rate) == (5, None)
+
+    class Canned(PrometheusProvider):
+        """Answers each query of the window with the figures above, as Prometheus would."""
+
+        def query(self, query: str, at: float) -> dict[str, Any]:
+            asked = queries(FRAUD, 60)
+            value = {asked.requests: 100.0, asked.errors: 64.0, asked.server_errors: 4.0}.get(query)
+            found = [] if value is None else [{"metric": {}, "value": [at, str(value)]}]
+            return {"resultType": "vector", "result": found}
+
+    queried = Canned("http://127.0.0.1:9090").read(FRAUD, 60, at=1000.0)
+    assert (queried.requests, queried.client_errors, queried.error_rate) == (100, 60, pytest.approx(0.1))
 
 
 # --- the scrape provider over HTTP ------------------------------------------------------------------------------

@@ -187,13 +187,13 @@ def test_a_canary_that_errs_fails_on_its_error_rate_with_the_figures() -> None:
     }
     errors = check(analysis, "error_rate")
     assert errors.reason == (
-        "canary error rate 10.0% (100 of 1000) is above the 5.0% ceiling (binomial p=8.4e-11, alpha 0.00014)"
+        "canary error rate 10.0% (100 5xx of 1000) is above the 5.0% ceiling (binomial p=8.4e-11, alpha 0.00014)"
     )
     assert errors.value == pytest.approx(0.10)
     assert errors.threshold == 0.05
     versus = check(analysis, "error_rate_vs_stable")
     assert versus.reason == (
-        "canary error rate 10.0% (100 of 1000) against the stable model's 1.0% (10 of 1000), +9.0 points: "
+        "canary error rate 10.0% (100 5xx of 1000) against the stable model's 1.0% (10 5xx of 1000), +9.0 points: "
         "above the +1.0 points tolerated (Fisher p=4.8e-21, alpha 0.00014)"
     )
 
@@ -255,13 +255,13 @@ def test_five_errors_of_five_fail_early_and_one_of_three_does_not() -> None:
     analysis = analyse(stable, canary, Thresholds(), ALPHA)
     assert analysis.verdict == "fail"
     assert check(analysis, "error_rate").reason.startswith(
-        "canary error rate 100.0% (5 of 5) is above the 5.0% ceiling"
+        "canary error rate 100.0% (5 5xx of 5) is above the 5.0% ceiling"
     )
     stable, canary = pair(52, 3)
     analysis = analyse(stable, with_counts(canary, 3, 1), Thresholds(), ALPHA)
     assert analysis.verdict == "inconclusive"
     assert check(analysis, "error_rate").reason == (
-        "canary error rate 33.3% (1 of 3) is above the 5.0% ceiling, not yet significantly "
+        "canary error rate 33.3% (1 5xx of 3) is above the 5.0% ceiling, not yet significantly "
         "(binomial p=0.14, alpha 0.00014): keep baking"
     )
 
@@ -281,7 +281,61 @@ def test_a_side_without_requests_is_named() -> None:
 def test_prometheus_extrapolated_counts_are_read_as_whole_requests() -> None:
     stable, canary = pair(71, 1000)
     analysis = analyse(with_counts(stable, 1000.4, 9.6), with_counts(canary, 999.6, 120.4), Thresholds(), ALPHA)
-    assert check(analysis, "error_rate").reason.startswith("canary error rate 12.0% (120 of 1000) is above")
+    assert check(analysis, "error_rate").reason.startswith("canary error rate 12.0% (120 5xx of 1000) is above")
+
+
+def refused(window_metrics: WindowMetrics, client_errors: int, server_errors: int | None = None) -> WindowMetrics:
+    """The window with `client_errors` more requests refused as 4xx (and, when given, `server_errors` 5xx)."""
+    errors = window_metrics.server_errors if server_errors is None else float(server_errors)
+    return dataclasses.replace(
+        window_metrics,
+        requests=window_metrics.requests + client_errors,
+        errors=errors + client_errors,
+        server_errors=errors,
+    )
+
+
+def test_client_errors_sent_to_both_models_do_not_roll_a_good_canary_back() -> None:
+    # Clients send bad rows (a string for a number, NaN in a required column) to both models: each refuses
+    # 1500 requests with a 400 beside the 1000 it answers, about 1 % of them with a 5xx.
+    stable, canary = pair(81, 1000)
+    stable, canary = refused(stable, 1500), refused(canary, 1500)
+    analysis = analyse(stable, canary, Thresholds(), ALPHA)
+    assert analysis.verdict == "pass", [c.reason for c in analysis.checks if c.verdict != "pass"]
+    errors, versus = check(analysis, "error_rate"), check(analysis, "error_rate_vs_stable")
+    assert errors.value is not None and errors.value < 0.02  # ~1 % of 1000 answered, not ~60 % of 2500
+    assert errors.reason.endswith("; 1500 client errors (4xx) not held against it) is within the 5.0% ceiling")
+    assert "of 1000; 1500 client errors (4xx) not held against it) against the stable model's" in versus.reason
+    # The same refusals do not hide a canary that fails a tenth of what it answers: many 5xx fail it.
+    failing = refused(pair(81, 1000)[1], 1500, server_errors=100)
+    analysis = analyse(stable, failing, Thresholds(), ALPHA)
+    assert (verdicts(analysis)["error_rate"], verdicts(analysis)["error_rate_vs_stable"]) == ("fail", "fail")
+    assert check(analysis, "error_rate").reason.startswith("canary error rate 10.0% (100 5xx of 1000; 1500 client")
+
+
+def test_a_canary_that_refuses_every_request_has_answered_none() -> None:
+    stable, canary = pair(82, 300)
+    nothing = dataclasses.replace(canary, requests=40.0, errors=40.0, server_errors=0.0)
+    analysis = analyse(stable, nothing, Thresholds(), ALPHA)
+    assert check(analysis, "error_rate").reason == (
+        "the canary model answered no requests in the window: all 40 were client errors (4xx)"
+    )
+    assert check(analysis, "error_rate").verdict == "inconclusive"
+
+
+def test_the_report_says_what_the_error_rates_count() -> None:
+    from mlgate.rollout.report import markdown
+
+    record = {
+        "canary": {"model": "fraud", "version": "4"},
+        "stable": {"model": "fraud", "version": "3"},
+        "outcome": "promoted",
+        "plan": {"false_alarm_budget": 0.01, "alpha_per_test": ALPHA},
+        "steps": [],
+    }
+    text = markdown(record)
+    assert "- errors: the model's own (5xx); client errors (4xx) are not held against it" in text
+    assert "| errors (5xx) |" in text
 
 
 def test_records_are_json() -> None:

@@ -1,10 +1,11 @@
 """`mlgate serve`: MLflow's payload formats answered as `mlflow models serve` answers them, /predict, readiness,
-the errors a client reads (a missing column, a model that raises), Prometheus metrics, JSON logs, and the
-real command on a loopback port: ready, answering, refusing a port in use, never ready for a URI that
-does not resolve."""
+the errors a client reads (a missing column, a value the signature refuses, a body too deep or too large, a
+model that raises), each answered and counted, Prometheus metrics, JSON logs, and the real command on a
+loopback port: ready, answering, refusing a port in use, never ready for a URI that does not resolve."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,16 +23,21 @@ from typing import Any
 
 import mlflow
 import modeltest_models
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from mlflow.types import ColSpec, DataType, Schema
 from mlgate import cli
+from mlgate.config import ServeConfig
 from mlgate.serve import DEFAULT_HOST
-from mlgate.serve.app import Settings, create_app
+from mlgate.serve.app import Settings, create_app, read_body
+from mlgate.serve.payload import DEFAULT_MAX_BODY_BYTES, PayloadError, check_values
 from mlgate.statefile import free_port
 from modeltest_models import Logistic
+from starlette.requests import Request
 
 ROWS = pd.DataFrame({"amount": [12.5, 480.0, 3000.0], "velocity": [1.0, 4.0, 20.0]})
 READY_WITHIN_S = 120  # a bound for a stuck load, not a timing assertion
@@ -45,7 +51,8 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A sqlite MLflow store holding `fraud` v1 (@champion) and `fragile` v1, which raises above 100 rows."""
+    """A sqlite MLflow store holding `fraud` v1 (@champion), `fragile` v1, which raises above 100 rows, and
+    `unsigned` v1, the same model as `fraud` logged without a signature or an input example."""
     root = tmp_path_factory.mktemp("serve-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
@@ -66,6 +73,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             )
         version = mlflow.register_model(info.model_uri, name)
         client.set_registered_model_alias(name, "champion", version.version)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Logistic(), code_paths=[modeltest_models.__file__], pip_requirements=["mlflow"]
+        )
+    mlflow.register_model(info.model_uri, "unsigned")
     yield Store(uri, [float(score) for score in output["score"]])
     mlflow.set_tracking_uri(previous)
 
@@ -168,6 +180,212 @@ def test_a_malformed_body_is_a_400_that_says_what_is_wrong(served: TestClient, b
     answer = served.post("/invocations", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
     assert said in answer.json()["message"]
+
+
+def counted(client: TestClient, path: str, status: int, model: str = "fraud") -> tuple[float | None, float | None]:
+    """(requests, errors) the server counted for `path` answered with `status`."""
+    text = client.get("/metrics").text
+    labels = {"model": model, "version": "1", "endpoint": path, "status": str(status)}
+    return metric(text, "mlgate_serve_requests_total", **labels), metric(text, "mlgate_serve_errors_total", **labels)
+
+
+@pytest.mark.parametrize("path", ["/invocations", "/predict"])
+def test_a_body_nested_too_deep_is_a_400_and_counted(served: TestClient, path: str) -> None:
+    # 200 kB, well under the body limit: Python's JSON parser runs out of recursion long before the end.
+    body = b"[" * 100_000 + b"]" * 100_000
+    answer = served.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("the body nests arrays or objects too deeply to be read")
+    assert counted(served, path, 400) == (1.0, 1.0)
+    deep_inputs = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = served.post("/invocations", content=deep_inputs, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+
+
+def test_a_body_past_the_limit_is_a_413_before_it_is_read_and_counted(store: Store) -> None:
+    app = create_app(Settings("models:/fraud@champion", tracking_uri=store.tracking_uri, max_body_bytes=2048))
+    rows = pd.concat([ROWS] * 30).to_dict(orient="records")  # about 3 kB of JSON
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        sized = client.post("/invocations", json={"dataframe_records": rows})
+        assert sized.status_code == 413, sized.text
+        assert sized.json()["message"] == (
+            f"the body is larger than this server's limit of 2048 bytes (serve.max_body_bytes): it is "
+            f"{sized.request.headers['content-length']} bytes"
+        )
+        # Chunked, without a Content-Length: refused once the bytes read pass the limit.
+        text = json.dumps({"dataframe_records": rows}).encode()
+        pieces = iter([text[i : i + 512] for i in range(0, len(text), 512)])
+        chunked = client.post("/invocations", content=pieces, headers={"Content-Type": "application/json"})
+        assert "content-length" not in chunked.request.headers
+        assert chunked.status_code == 413, chunked.text
+        assert (
+            chunked.json()["message"]
+            == "the body is larger than this server's limit of 2048 bytes (serve.max_body_bytes)"
+        )
+        small = iter([json.dumps(PAYLOADS["dataframe_split"]).encode()])
+        assert (
+            client.post("/invocations", content=small, headers={"Content-Type": "application/json"}).status_code == 200
+        )
+        assert counted(client, "/invocations", 413) == (2.0, 2.0)
+
+
+def test_the_content_length_alone_refuses_a_body_over_the_limit() -> None:
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": [(b"content-length", b"2097152")]}
+    with pytest.raises(PayloadError) as refused:
+        asyncio.run(read_body(Request(scope, receive), DEFAULT_MAX_BODY_BYTES))
+    assert refused.value.status == 413
+    assert refused.value.message.endswith(f"limit of {1 << 20} bytes (serve.max_body_bytes): it is 2097152 bytes")
+
+
+def test_the_server_s_body_limit_defaults_to_nginx_s_and_is_the_config_s() -> None:
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["serve", "--model", "models:/fraud@champion"])
+    assert args.max_body_bytes == Settings("m").max_body_bytes == ServeConfig().max_body_bytes == 1 << 20
+    assert parser.parse_args(["serve", "--model", "m", "--max-body-bytes", "4096"]).max_body_bytes == 4096
+
+
+NAN_ROW = '{"dataframe_split": {"columns": ["amount", "velocity"], "data": [[12.5, 1.0], [NaN, 4.0]]}}'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "said"),
+    [
+        ("/invocations", NAN_ROW, "column 'amount': a missing value (null or NaN) at row 1, and the model's signature "
+         "requires 'amount' (double) to have a value"),
+        ("/invocations", '{"dataframe_records": [{"amount": 1, "velocity": 1}, {"amount": null, "velocity": 4}]}',
+         "column 'amount': a missing value (null or NaN) at row 1"),
+        ("/invocations", '{"dataframe_records": [{"amount": 1, "velocity": 1}, {"amount": "abc", "velocity": 4}]}',
+         "column 'amount': 'abc' at row 1 is not a number (the model's signature declares double)"),
+        ("/invocations", '{"instances": [{"amount": 1, "velocity": 1}, {"amount": "1e999", "velocity": 4}]}',
+         "column 'amount': '1e999' at row 1 is beyond the range of double (it would be infinity)"),
+        ("/invocations", '{"inputs": {"amount": [1, 1e999], "velocity": [1, 4]}}',
+         "column 'amount': inf at row 1 is beyond the range of double"),
+        ("/invocations", "amount,velocity\n12.5,1\nabc,4\n",
+         "column 'amount': 'abc' at row 1 is not a number"),
+        ("/predict", '[{"amount": 1, "velocity": 1}, {"amount": 2, "velocity": "fast"}, {"amount": 3, "velocity": 0}, '
+         '{"amount": 4, "velocity": "x"}]',
+         "column 'velocity': 'fast' at row 1 is not a number (the model's signature declares double) (2 rows like it)"),
+    ],
+)  # fmt: skip
+def test_a_value_the_signature_refuses_is_a_400_naming_column_and_row(
+    served: TestClient, path: str, body: str, said: str
+) -> None:
+    kind = "text/csv" if body.startswith("amount,") else "application/json"
+    answer = served.post(path, content=body.encode(), headers={"Content-Type": kind})
+    assert answer.status_code == 400, answer.text
+    assert said in answer.json()["message"]
+    assert counted(served, path, 400) == (1.0, 1.0)
+
+
+def test_values_mlflow_reads_still_pass_and_a_model_without_signature_is_not_checked(
+    served: TestClient, store: Store
+) -> None:
+    # Numeric strings are numbers to MLflow's conversion, and stay so: only those past the type's range are refused.
+    spelled = [{"amount": str(row["amount"]), "velocity": row["velocity"]} for row in ROWS.to_dict(orient="records")]
+    answer = served.post("/invocations", json={"dataframe_records": spelled})
+    assert answer.status_code == 200, answer.text
+    assert [row["score"] for row in answer.json()["predictions"]] == pytest.approx(store.expected)
+    null_row = {"dataframe_records": [{"amount": None, "velocity": 4.0}]}
+    assert served.post("/invocations", json=null_row).status_code == 400
+    app = create_app(Settings("models:/unsigned/1", tracking_uri=store.tracking_uri))
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        passed = client.post("/invocations", json=null_row)  # nothing to check it against: the model judges it
+    assert passed.status_code == 200, passed.text
+
+
+def test_a_fault_of_the_server_s_own_is_a_500_still_answered_and_counted(
+    served: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(endpoint: str, output: Any) -> Any:
+        raise RuntimeError("the encoder broke")
+
+    monkeypatch.setattr("mlgate.serve.app._answer", broken)
+    answer = served.post("/invocations", json=PAYLOADS["dataframe_split"])
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error_code": "INTERNAL_ERROR",
+        "message": "the server failed: RuntimeError: the encoder broke",
+    }
+    assert counted(served, "/invocations", 500) == (1.0, 1.0)
+
+
+def test_a_client_gone_before_its_body_arrived_is_a_499_counted_as_the_client_s(store: Store) -> None:
+    app = create_app(Settings("models:/fraud@champion", tracking_uri=store.tracking_uri))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/invocations", "raw_path": b"/invocations", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with TestClient(app) as client:
+        assert wait_ready(client)["ready"] is True
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+        assert counted(client, "/invocations", 499) == (1.0, 1.0)
+
+
+def schema(*columns: tuple[str, DataType, bool]) -> Schema:
+    return Schema([ColSpec(kind, name, required=required) for name, kind, required in columns])
+
+
+def refusal(table: pd.DataFrame, signature: Schema) -> str | None:
+    try:
+        check_values(table, signature)
+    except PayloadError as exc:
+        assert exc.status == 400
+        return exc.message
+    return None
+
+
+def test_the_value_check_follows_each_signature_type() -> None:
+    optional = schema(("amount", DataType.double, False))
+    assert refusal(pd.DataFrame({"amount": [1.0, None, "NaN"]}, dtype=object), optional) is None  # optional: missing ok
+    assert refusal(pd.DataFrame({"amount": ["1.5", "nan"]}), optional) is None
+    required = schema(("amount", DataType.double, True))
+    assert refusal(pd.DataFrame({"amount": [1.0, "NaN"]}, dtype=object), required) == (
+        "column 'amount': a missing value ('NaN') at row 1, and the model's signature requires 'amount' (double) to "
+        "have a value"
+    )
+    assert refusal(pd.DataFrame({"amount": [1, 10**400]}, dtype=object), required) == (
+        "column 'amount': 1000000000000000000000000000000000000... at row 1 is beyond the range of double (it would "
+        "be infinity)"
+    )
+    narrow = schema(("ratio", DataType.float, True))  # float32: 1e39 overflows it, not float64
+    assert "1e+39 at row 0 is beyond the range of float" in str(refusal(pd.DataFrame({"ratio": [1e39]}), narrow))
+    counts = schema(("count", DataType.long, True))
+    assert "'zz' at row 0 is not a number (the model's signature declares long)" in str(
+        refusal(pd.DataFrame({"count": ["zz"]}), counts)
+    )
+    # numpy's cast to int64 would wrap these to -9223372036854775808 without a word.
+    assert refusal(pd.DataFrame({"count": [1.0, 1e20, np.inf]}), counts) == (
+        "column 'count': 1e+20 at row 1 is beyond the range of long (at most 9223372036854775807) (2 rows like it)"
+    )
+    flags = schema(("flag", DataType.boolean, True), ("city", DataType.string, True))
+    # MLflow's conversion would make the null False without a word: refused while it is still a null.
+    assert refusal(pd.DataFrame({"flag": [True, None], "city": ["a", "b"]}), flags) == (
+        "column 'flag': a missing value (null or NaN) at row 1, and the model's signature requires 'flag' (boolean) to "
+        "have a value"
+    )
+    both = refusal(pd.DataFrame({"flag": [None, True], "city": [None, "b"]}), flags)
+    assert (
+        both is not None
+        and "column 'flag'" in both
+        and "; column 'city': a missing value (null or NaN) at row 0" in both
+    )
+    clean = pd.DataFrame({"amount": np.array([1.0, 2.0]), "extra": ["not", "declared"]})
+    assert refusal(clean, required) is None
 
 
 def test_the_model_raising_is_a_500_counted_in_the_error_metric(store: Store) -> None:

@@ -50,6 +50,7 @@ ROW = pd.DataFrame({"amount": [480.0], "velocity": [4.0]})
 BODY = json.dumps({"dataframe_split": ROW.to_dict(orient="split")}).encode()
 UP_TIMEOUT_S = 240  # a bound for a stuck start, not a timing assertion
 SIGMAS = 4.0
+MAX_BODY_BYTES = 65536  # serve.max_body_bytes of the stack's mlgate.yaml; nginx's own limit stays 16 MB
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -125,7 +126,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert scores["stable"] != scores["canary"]
     port = free_port()
     config = root / "mlgate.yaml"
-    config.write_text(f"version: 1\nproject: demo\ntraffic:\n  nginx: {{listen_port: {port}}}\n", encoding="utf-8")
+    config.write_text(
+        f"version: 1\nproject: demo\nserve: {{max_body_bytes: {MAX_BODY_BYTES}}}\n"
+        f"traffic:\n  nginx: {{listen_port: {port}}}\n",
+        encoding="utf-8",
+    )
     found = Stack(config, root / ".mlgate" / "traffic", port, uri, scores)
     up = run_mlgate(
         "traffic", "up", "--config", str(config), "--stable", "models:/fraud@champion",
@@ -415,6 +420,27 @@ def test_a_header_split_sends_each_user_to_one_model(stack: Stack) -> None:
 
 
 # --- what `up` refuses ------------------------------------------------------------------------------------------
+
+
+def test_both_servers_refuse_a_body_past_serve_max_body_bytes_and_count_it(stack: Stack) -> None:
+    rows = pd.concat([ROW] * 4000, ignore_index=True)  # about 80 kB: under nginx's limit, over the servers'
+    body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
+    assert MAX_BODY_BYTES < len(body) < 16 << 20
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.port}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        LOCAL.open(request, timeout=30)
+    assert refused.value.code == 413
+    role = refused.value.headers["X-Mlgate-Upstream"]
+    message = json.loads(refused.value.read())["message"]
+    assert message == (
+        f"the body is larger than this server's limit of {MAX_BODY_BYTES} bytes (serve.max_body_bytes): "
+        f"it is {len(body)} bytes"
+    )
+    with LOCAL.open(f"http://127.0.0.1:{stack.server_port(role)}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert re.search(r'^mlgate_serve_errors_total\{[^}]*status="413"[^}]*\} 1\.0$', text, re.MULTILINE), text
 
 
 def test_up_refuses_a_second_stack_and_a_port_in_use(stack: Stack, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from mlgate.commands.arguments import add_tracking_argument, env_default
 from mlgate.errors import InputError
 from mlgate.serve.batching import DEFAULT_MAX_ROWS, SMALL_REQUEST_ROWS
+from mlgate.serve.payload import DEFAULT_MAX_BODY_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"while the model is busy (default {DEFAULT_MAX_ROWS}; 0: predict each request alone, for a model whose "
         "answer for a row depends on the other rows)",
     )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(env_default("max-body-bytes") or DEFAULT_MAX_BODY_BYTES),
+        help=f"largest request body in bytes; a larger one is answered 413 before it is read whole (default "
+        f"{DEFAULT_MAX_BODY_BYTES}, 1 MiB, nginx's client_max_body_size; `mlgate traffic up` passes "
+        "serve.max_body_bytes of mlgate.yaml)",
+    )
     add_tracking_argument(parser)
     parser.add_argument(
         "--name",
@@ -57,8 +66,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--batch-max-rows {args.batch_max_rows} is negative", hint="pass 0 (no batching) or a number of rows"
         )
+    if args.max_body_bytes < 1:
+        raise InputError(
+            f"--max-body-bytes {args.max_body_bytes} is below 1", hint="pass the largest body to accept, in bytes"
+        )
     settings = Settings(
-        model_uri=args.model, tracking_uri=args.tracking_uri, name=args.name, batch_max_rows=args.batch_max_rows
+        model_uri=args.model,
+        tracking_uri=args.tracking_uri,
+        name=args.name,
+        batch_max_rows=args.batch_max_rows,
+        max_body_bytes=args.max_body_bytes,
     )
     listen = Listen(host=args.host, port=args.port, workers=args.workers)
     store = f" from {redact(args.tracking_uri)}" if args.tracking_uri else ""

@@ -164,6 +164,7 @@ def _up(args: argparse.Namespace, config: TrafficConfig, root: Path, loaded: Loa
         tracking_uri=args.tracking_uri,
         ready_timeout_s=settings.ready_timeout_s,
         python=python,
+        max_body_bytes=loaded.model.serve.max_body_bytes if loaded is not None else None,
     )
     print(render_status(found))
     gha.set_outputs({"url": found.url, "stable-weight": split.stable, "canary-weight": split.canary})

@@ -7,6 +7,10 @@ series `mlgate serve` exports (`mlgate.serve.metrics`), selected by their `model
 
 Counts are floats: Prometheus' `increase()` extrapolates to the window's edges, so it reports 9.6 where
 a scrape counts 9; the ratios (error rate, mean score, quantiles) agree more closely than the counts.
+
+The error rate is the model's own: its 5xx over the requests it was asked to answer. A 4xx is the request's
+fault (a body too large or unreadable, a value the signature refuses), refused before the model runs, so it
+counts neither as an error nor as a trial: clients sending bad rows to both models move neither rate.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ class WindowMetrics:
     `window_s` is the span measured (None when the scrape provider had no earlier scrape: then the
     counts run from the server's start). `restarted` says the server restarted within the window (its
     counters went back to zero); the counts then start from the restart, as Prometheus' `increase` does.
-    `server_errors` are the 5xx answers, `errors` every 4xx and 5xx.
+    `server_errors` are the 5xx answers, `errors` every 4xx and 5xx, `requests` every answer; `error_rate` is
+    the model's own, `server_errors` over `answered` (the requests less the client errors).
     """
 
     server: ServerRef
@@ -103,9 +108,21 @@ class WindowMetrics:
     # The latency histogram behind `latency` (cumulative, seconds), for rank tests; empty when not read.
     latency_buckets: tuple[Bucket, ...] = ()
 
+    @property
+    def client_errors(self) -> float:
+        """The 4xx answers: requests refused as the client's fault, before the model ran."""
+        return max(self.errors - self.server_errors, 0.0)
 
-def error_rate(errors: float, requests: float) -> float | None:
-    return errors / requests if requests > 0 else None
+    @property
+    def answered(self) -> float:
+        """The requests the model was asked to answer: every request but the client errors."""
+        return max(self.requests - self.client_errors, 0.0)
+
+
+def error_rate(server_errors: float, requests: float, client_errors: float = 0.0) -> float | None:
+    """The model's own error rate: its 5xx over the requests less the 4xx (None when it answered none)."""
+    answered = requests - client_errors
+    return min(server_errors / answered, 1.0) if answered > 0 else None
 
 
 class MetricsProvider(Protocol):

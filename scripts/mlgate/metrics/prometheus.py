@@ -112,6 +112,7 @@ class PrometheusProvider:
         when = time.time() if at is None else at
         requests = self.scalar(asked.requests, when) or 0.0
         errors = self.scalar(asked.errors, when) or 0.0
+        server_errors = self.scalar(asked.server_errors, when) or 0.0
         score_count = self.scalar(asked.score_count, when) or 0.0
         score_sum = self.scalar(asked.score_sum, when) or 0.0
         buckets = self.buckets(asked.score_buckets, when)
@@ -122,8 +123,8 @@ class PrometheusProvider:
             window_s=window_s,
             requests=requests,
             errors=errors,
-            server_errors=self.scalar(asked.server_errors, when) or 0.0,
-            error_rate=error_rate(errors, requests),
+            server_errors=server_errors,
+            error_rate=error_rate(server_errors, requests, max(errors - server_errors, 0.0)),
             latency=Quantiles(p50, p95, p99),
             scores=Scores(score_count, score_sum / score_count if score_count > 0 else None, buckets),
             restarted=(self.scalar(asked.resets, when) or 0.0) > 0,

@@ -147,7 +147,7 @@ def measure(previous: Snapshot | None, current: Snapshot, server: ServerRef, pro
         requests=requests,
         errors=errors,
         server_errors=server_errors,
-        error_rate=error_rate(errors, requests),
+        error_rate=error_rate(server_errors, requests, max(errors - server_errors, 0.0)),
         latency=Quantiles(p50, p95, p99),
         scores=Scores(score_count, score_sum / score_count if score_count > 0 else None, _buckets(increases, SCORE)),
         restarted=restarted,

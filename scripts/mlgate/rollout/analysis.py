@@ -10,6 +10,11 @@ Six checks, each with a stable id (the `metric` of a `Check`, in the JSON record
   histograms, one-sided, as Kayenta does), `score_psi` and `score_ks` (the score distributions): comparisons with
   the stable model. A random split sends both models the same population, so a difference is the model's own.
 
+Errors are the model's own (5xx: it raised, or the server failed), over the requests it was asked to answer.
+Client errors (4xx: a body too large or unreadable, a value the model's signature refuses) are not held against
+it: they are refused before the model runs, so they are neither errors nor trials, and clients sending bad rows
+to both models cannot roll a good canary back (nor hide a bad one's errors among their refusals).
+
 A shadow step (nginx mirrors every request to the canary, whose answers are thrown away) adds two checks on the
 paired predictions, the two models' scores for the same rows joined on the request id (mlgate.rollout.pairs):
 `shadow_agreement` (the share of rows put on different sides of the decision threshold, exact binomial test) and
@@ -145,12 +150,12 @@ def _error_rate(canary: WindowMetrics, t: Thresholds, alpha: float) -> Check:
     from scipy import stats
 
     metric, ceiling = "error_rate", t.max_error_rate
-    requests, errors = _count(canary.requests), _count(canary.errors)
+    requests, errors = _count(canary.answered), _count(canary.server_errors)
     if requests == 0:
-        return Check(metric, None, ceiling, "inconclusive", _no_requests("canary"))
+        return Check(metric, None, ceiling, "inconclusive", _no_requests("canary", canary))
     errors = min(errors, requests)
     rate = errors / requests
-    observed = f"canary error rate {rate:.1%} ({errors} of {requests})"
+    observed = f"canary error rate {rate:.1%} ({errors} 5xx of {requests}{_refused(canary)})"
     pvalue = float(stats.binomtest(errors, requests, ceiling, alternative="greater").pvalue)
     test = f"binomial p={_p(pvalue)}, alpha {_p(alpha)}"
     if rate > ceiling and pvalue < alpha:
@@ -218,11 +223,11 @@ def _error_rate_vs_stable(stable: WindowMetrics, canary: WindowMetrics, t: Thres
     from scipy import stats
 
     metric, margin = "error_rate_vs_stable", t.max_error_increase
-    missing = _missing_requests(stable, canary)
+    missing = _missing_requests(stable, canary, answered=True)
     if missing:
         return Check(metric, None, margin, "inconclusive", missing)
-    stable_n, canary_n = _count(stable.requests), _count(canary.requests)
-    stable_e, canary_e = min(_count(stable.errors), stable_n), min(_count(canary.errors), canary_n)
+    stable_n, canary_n = _count(stable.answered), _count(canary.answered)
+    stable_e, canary_e = min(_count(stable.server_errors), stable_n), min(_count(canary.server_errors), canary_n)
     increase = canary_e / canary_n - stable_e / stable_n
     # Fisher's exact test rather than the pooled z-test: canaries err rarely, and a handful of errors is exactly
     # where the z-test's normal approximation fails; scipy computes it from the hypergeometric distribution, in
@@ -230,8 +235,9 @@ def _error_rate_vs_stable(stable: WindowMetrics, canary: WindowMetrics, t: Thres
     table = [[canary_e, canary_n - canary_e], [stable_e, stable_n - stable_e]]
     pvalue = float(stats.fisher_exact(table, alternative="greater").pvalue)
     observed = (
-        f"canary error rate {canary_e / canary_n:.1%} ({canary_e} of {canary_n}) against the stable model's "
-        f"{stable_e / stable_n:.1%} ({stable_e} of {stable_n}), {_points(increase)}"
+        f"canary error rate {canary_e / canary_n:.1%} ({canary_e} 5xx of {canary_n}{_refused(canary)}) against "
+        f"the stable model's {stable_e / stable_n:.1%} ({stable_e} 5xx of {stable_n}{_refused(stable)}), "
+        f"{_points(increase)}"
     )
     test = f"Fisher p={_p(pvalue)}, alpha {_p(alpha)}"
     enough = min(stable_n, canary_n) >= t.min_samples
@@ -577,15 +583,26 @@ def _ratio(canary: float | None, stable: float | None) -> float | None:
     return canary / stable
 
 
-def _missing_requests(stable: WindowMetrics, canary: WindowMetrics) -> str | None:
+def _missing_requests(stable: WindowMetrics, canary: WindowMetrics, *, answered: bool = False) -> str | None:
+    """Why a comparison cannot run: a side without requests (`answered`: without requests it was asked to answer,
+    every one refused as a client error)."""
     for side, metrics in (("stable", stable), ("canary", canary)):
-        if _count(metrics.requests) == 0:
-            return _no_requests(side)
+        if _count(metrics.answered if answered else metrics.requests) == 0:
+            return _no_requests(side, metrics if answered else None)
     return None
 
 
-def _no_requests(side: str) -> str:
+def _no_requests(side: str, metrics: WindowMetrics | None = None) -> str:
+    refused = _count(metrics.client_errors) if metrics is not None else 0
+    if refused:
+        return f"the {side} model answered no requests in the window: all {refused} were client errors (4xx)"
     return f"the {side} model served no requests in the window"
+
+
+def _refused(metrics: WindowMetrics) -> str:
+    """How many requests were left out of an error rate as client errors, for its reason; empty when none."""
+    refused = _count(metrics.client_errors)
+    return f"; {refused} client errors (4xx) not held against it" if refused else ""
 
 
 def _no_quantiles() -> str:

@@ -157,7 +157,8 @@ def window_json(metrics: WindowMetrics) -> dict[str, Any]:
         "requests": metrics.requests,
         "errors": metrics.errors,
         "server_errors": metrics.server_errors,
-        "error_rate": metrics.error_rate,
+        "client_errors": metrics.client_errors,
+        "error_rate": metrics.error_rate,  # the model's own: 5xx over the requests less the 4xx
         "p50_s": metrics.latency.p50,
         "p99_s": metrics.latency.p99,
         "scores": metrics.scores.count,

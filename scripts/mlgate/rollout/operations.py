@@ -129,7 +129,16 @@ def start(loaded: LoadedConfig, request: RolloutRequest, say: Say = _print) -> S
     # The promotion rule first: a release it would refuse never meets production traffic.
     allowed, why, evidence = judge(loaded, challenger, stable)
     if not allowed:
-        refused = Decision("promote", registry.name, canary, "rejected", why, aliases, aliases, evidence)
+        refused = Decision(
+            operation="promote",
+            model=registry.name,
+            version=canary,
+            decision="rejected",
+            reason=why,
+            aliases_before=aliases,
+            aliases_after=aliases,
+            evidence=evidence,
+        )
         registry.record(refused, who)
         return StartResult(how="refused", outcome="rejected", version=canary, reason=why, stable=stable)
     with _serving(loaded, request, state.folder, registry.name, stable, canary, say):
@@ -259,9 +268,15 @@ def _finisher(request: RolloutRequest, registry: Registry, state: RolloutState) 
             "steps": [{"name": s["name"], "verdict": s.get("verdict")} for s in record["steps"]],
         }
         decision = Decision(
-            "rollout", registry.name, record["canary"]["version"], record["outcome"], record["reason"] or "",
-            aliases, aliases, summary,
-        )  # fmt: skip
+            operation="rollout",
+            model=registry.name,
+            version=record["canary"]["version"],
+            decision=record["outcome"],
+            reason=record["reason"] or "",
+            aliases_before=aliases,
+            aliases_after=aliases,
+            evidence=summary,
+        )
         registry.record(decision, Who.from_env(request.environment))
         record["audit_run_id"] = decision.audit_run_id
         registry.call(
@@ -291,7 +306,7 @@ def _local_stack(
         binary=settings.binary, layout=layout, proxy=proxy,
         models={"stable": f"models:/{name}/{stable}", "canary": f"models:/{name}/{canary}"},
         split=Split(100, 0), tracking_uri=request.tracking_uri, ready_timeout_s=settings.ready_timeout_s,
-        python=serving_python(loaded),
+        python=serving_python(loaded), max_body_bytes=loaded.model.serve.max_body_bytes,
     )  # fmt: skip
     say(f"mlgate rollout: local stack up on {found.url}")
     leftovers.note(folder, "stack", {"prefix": str(layout.prefix.resolve())})

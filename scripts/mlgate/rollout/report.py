@@ -7,6 +7,9 @@ from typing import Any
 
 from mlgate.gha import md_table
 
+# What the error rates of the record and its analyses count (mlgate.rollout.analysis).
+ERRORS_COUNTED = "errors: the model's own (5xx); client errors (4xx) are not held against it"
+
 
 def _percent(value: Any) -> str:
     return "-" if value is None else f"{100.0 * float(value):.2f}%"
@@ -39,7 +42,7 @@ def mermaid(record: dict[str, Any]) -> str:
         [
             "```mermaid",
             "xychart-beta",
-            '    title "Canary weight (bars) and error rate (line), percent"',
+            '    title "Canary weight (bars) and its own error rate, 5xx (line), percent"',
             f"    x-axis [{labels}]",
             '    y-axis "percent" 0 --> 100',
             f"    bar [{weights}]",
@@ -59,6 +62,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"- {record.get('reason') or 'running'}",
         f"- false-alarm budget {record['plan']['false_alarm_budget']}, "
         f"{record['plan']['alpha_per_test']:.2g} per test and look (Bonferroni)",
+        f"- {ERRORS_COUNTED}",
         "",
     ]
     rows = []
@@ -79,7 +83,7 @@ def markdown(record: dict[str, Any]) -> str:
         )
     lines.append(
         md_table(
-            ["step", "verdict", "analyses", "requests canary / stable", "errors", "p99", "reason"],
+            ["step", "verdict", "analyses", "requests canary / stable", "errors (5xx)", "p99", "reason"],
             rows,
         )
     )

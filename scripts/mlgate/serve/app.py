@@ -4,6 +4,12 @@ The model loads in a thread started by the lifespan, so /health answers at once 
 what is happening (loading, the reason it failed, or ready after a warm-up prediction) instead of
 the port staying closed for as long as a large model downloads. Predictions run in Starlette's
 threadpool: parsing, predict and serialising never block the event loop.
+
+Every prediction request is answered and counted, whatever fails: a body past `max_body_bytes` is a 413
+before it is read whole, a body the server cannot read (not JSON, nested too deep, a value the model's
+signature refuses) a 4xx naming the problem, the model raising a 500, and anything else that breaks a 500
+too, all in the request metric by status, so the canary analysis tells the requests' faults (4xx) from the
+model's and the server's (5xx).
 """
 
 from __future__ import annotations
@@ -22,18 +28,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mlgate.errors import MlgateError
 from mlgate.serve.batching import DEFAULT_MAX_ROWS, Batcher
 from mlgate.serve.metrics import Metrics
 from mlgate.serve.model import ServedModel, load, warm_up_input
 from mlgate.serve.payload import (
+    DEFAULT_MAX_BODY_BYTES,
     ModelError,
     PayloadError,
     check_columns,
     jsonable,
     parse_invocations,
-    parse_records,
+    parse_predict,
     predict,
     scores,
 )
@@ -42,6 +50,8 @@ from mlgate.serve.recent import PAGE, RecentPredictions
 SETTINGS_ENV = "MLGATE_SERVE_SETTINGS"
 REQUEST_ID = "X-Request-ID"
 MIRROR_HEADER = "x-mlgate-mirror"  # on the copies nginx mirrors to the canary in a shadow step
+# nginx's status for a client that closed the connection before its request was answered: the client's doing.
+CLIENT_CLOSED = 499
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ class Settings:
     name: str | None = None
     # Rows one model call may gather from concurrent requests (mlgate.serve.batching); 0: each request alone.
     batch_max_rows: int = DEFAULT_MAX_ROWS
+    # A larger request body is answered 413 before it is read whole.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -131,8 +143,32 @@ def load_and_warm(state: State, batch_rows: Callable[[str, str, int], None]) -> 
 
 def _error(status: int, message: str, request_id: str) -> JSONResponse:
     # The shape of `mlflow models serve`'s errors, so its clients read them the same way.
-    code = {400: "BAD_REQUEST", 415: "BAD_REQUEST", 503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")
+    code = "BAD_REQUEST" if 400 <= status < 500 else "INTERNAL_ERROR"
+    if status == 503:
+        code = "TEMPORARILY_UNAVAILABLE"
     return JSONResponse({"error_code": code, "message": message}, status, headers={REQUEST_ID: request_id})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, or a 413 PayloadError once it is known to exceed `limit` bytes: from its
+    Content-Length before a byte is read, else (a chunked body) as soon as the bytes read pass the limit."""
+    refused = f"the body is larger than this server's limit of {limit} bytes (serve.max_body_bytes)"
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise PayloadError(f"the Content-Length header {declared[:40]!r} is not a number of bytes") from None
+        if size > limit:
+            raise PayloadError(f"{refused}: it is {size} bytes", 413)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadError(refused, 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
@@ -160,13 +196,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         if model is None:
             response: Response = _error(503, f"not ready: {state.reason}", request_id)
         else:
-            body = await request.body()
             content_type = request.headers.get("content-type", "application/json")
             try:
+                body = await read_body(request, settings.max_body_bytes)
                 if endpoint == "/invocations":
                     data, params = await run_in_threadpool(parse_invocations, body, content_type, model)
                 else:
-                    data, params = await run_in_threadpool(_records_frame, model, body), None
+                    data, params = await run_in_threadpool(parse_predict, body, model), None
                 batcher = state.batcher
                 if batcher is not None and Batcher.accepts(data, params):
                     check_columns(data, model)
@@ -179,6 +215,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
                 response = _error(exc.status, exc.message, request_id)
             except ModelError as exc:
                 response = _error(500, f"the model failed to predict: {exc}", request_id)
+            except ClientDisconnect:
+                response = _error(CLIENT_CLOSED, "the client closed the connection before its body arrived", request_id)
+            except Exception as exc:  # a fault of the server's own: still answered, and counted against it (5xx)
+                response = _error(500, f"the server failed: {type(exc).__name__}: {str(exc)[:300]}", request_id)
         seconds = time.perf_counter() - started
         meter.observe(name, version, endpoint, response.status_code, seconds, scored)
         fields: dict[str, Any] = {"request_id": request_id, "model": name, "version": version, "endpoint": endpoint}
@@ -247,25 +287,6 @@ def _answer(endpoint: str, output: Any) -> tuple[bytes, list[float] | None]:
             422,
         )
     return _dump({"scores": scored}), scored
-
-
-def _records_frame(model: ServedModel, body: bytes) -> Any:
-    """The rows of a /predict body as the model's input frame."""
-    import pandas as pd
-
-    records = parse_records(body)
-    if not model.columns:
-        return pd.DataFrame.from_records(records)
-    # The signature's order and types, as /invocations' dataframe_records gets them from MLflow.
-    from mlflow.pyfunc import scoring_server
-
-    try:
-        return scoring_server.infer_and_parse_data(
-            {"dataframe_records": records},
-            model.input_schema,  # type: ignore[arg-type]
-        )
-    except Exception as exc:
-        raise PayloadError(f"cannot read the records as the model's input: {str(exc)[:300]}") from None
 
 
 def app_from_env() -> FastAPI:

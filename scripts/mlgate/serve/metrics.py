@@ -22,7 +22,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """Requests and errors by endpoint and status, request latency and scores, in one registry."""
+    """Requests and errors by endpoint and status, request latency and scores, in one registry.
+
+    Every prediction request is counted once in `requests`, whatever its answer; the `status` label tells a
+    client error (4xx: the canary analysis does not hold it against the model) from the model's own (5xx)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
@@ -37,7 +40,8 @@ class Metrics:
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
-            "Prediction requests answered with an error (HTTP status 4xx or 5xx), by endpoint and status.",
+            "Prediction requests answered with an error, by endpoint and status: 4xx the request's fault (a body too "
+            "large or unreadable, a value the model's signature refuses), 5xx the model's or the server's.",
             [*model, "endpoint", "status"],
             registry=self.registry,
         )

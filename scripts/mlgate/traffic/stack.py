@@ -41,7 +41,7 @@ NGINX_GRACE_S = 15.0
 LOG_TAIL_LINES = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Upstream:
     """One model server of the stack, as `status` finds it."""
 
@@ -114,10 +114,17 @@ def readiness(port: int) -> tuple[int, dict[str, Any]]:
 
 
 def _spawn_server(
-    role: str, uri: str, port: int, log: Path, tracking_uri: str | None, python: Path | None
+    role: str,
+    uri: str,
+    port: int,
+    log: Path,
+    tracking_uri: str | None,
+    python: Path | None,
+    max_body_bytes: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """`mlgate serve` for one role: in mlgate's own venv, or with `python` (the project venv, where the model's
-    own libraries are), mlgate's package put on its path."""
+    own libraries are), mlgate's package put on its path; `max_body_bytes` is serve.max_body_bytes (None: the
+    server's default)."""
     # The tracking URI goes through the environment, not the command line every user of `ps` reads.
     env = {name: value for name, value in os.environ.items() if not name.startswith("MLGATE_INPUT_")}
     if python is not None:
@@ -129,6 +136,8 @@ def _spawn_server(
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     interpreter = str(python) if python is not None else sys.executable
     argv = [interpreter, "-m", "mlgate.cli", "serve", "--model", uri, "--host", LOOPBACK, "--port", str(port)]
+    if max_body_bytes is not None:
+        argv += ["--max-body-bytes", str(max_body_bytes)]
     with log.open("ab") as sink:
         return subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
@@ -248,6 +257,7 @@ def up(
     tracking_uri: str | None,
     ready_timeout_s: float,
     python: Path | None = None,
+    max_body_bytes: int | None = None,
 ) -> StackStatus:
     """Start a stable and a canary server on free loopback ports, wait for both /ready, then nginx in front."""
     nginx = find_nginx(binary)
@@ -277,7 +287,9 @@ def up(
         try:
             for role in ROLES:
                 log = layout.logs / f"{role}.log"
-                servers[role] = _spawn_server(role, models[role], ports[role], log, tracking_uri, python)
+                servers[role] = _spawn_server(
+                    role, models[role], ports[role], log, tracking_uri, python, max_body_bytes=max_body_bytes
+                )
                 state["upstreams"][role] = {
                     "model_uri": models[role],
                     "port": ports[role],
@@ -326,7 +338,16 @@ def status(layout: Layout) -> StackStatus:
         else:
             detail = str(body.get("reason") or ("not answering" if running else "not running"))
         upstreams.append(
-            Upstream(role, str(upstream["model_uri"]), port, pid, running, code == 200, detail, str(upstream["log"]))
+            Upstream(
+                role=role,
+                model_uri=str(upstream["model_uri"]),
+                port=port,
+                pid=pid,
+                running=running,
+                ready=code == 200,
+                detail=detail,
+                log=str(upstream["log"]),
+            )
         )
     nginx_running = runs(nginx_pid, "nginx", str(layout.conf))
     return StackStatus(
