@@ -222,6 +222,37 @@ def registered_pair(root: Path) -> None:
     config.write_text(config.read_text() + "\nregistry: {model: fraud, promotion: {metric: roc_auc}}\n")
 
 
+def model_tag(key: str, value: str) -> Make:
+    """A tag `key` of the registered model `fraud` (registered_pair's) set to `value`."""
+
+    def make(root: Path) -> None:
+        code = (
+            "import sys\nfrom mlflow import MlflowClient\n"
+            "MlflowClient(sys.argv[1], sys.argv[1]).set_registered_model_tag(*sys.argv[2:])\n"
+        )
+        uri = SQLITE.format(root=root)
+        done = subprocess.run([sys.executable, "-c", code, uri, "fraud", key, value], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    return make
+
+
+def version_tag(version: str, key: str, value: str) -> Make:
+    """A tag `key` of version `version` of the registered model `fraud` (registered_pair's) set to `value`."""
+
+    def make(root: Path) -> None:
+        code = (
+            "import sys\nfrom mlflow import MlflowClient\n"
+            "MlflowClient(sys.argv[1], sys.argv[1]).set_model_version_tag('fraud', *sys.argv[2:])\n"
+        )
+        uri = SQLITE.format(root=root)
+        command = [sys.executable, "-c", code, uri, version, key, value]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    return make
+
+
 TM = ("test-model", "--no-comment")
 CP = ("compress", "--no-comment")
 LAST = "performance: {metrics: {roc_auc: 0.4}}"  # the last line of BASE_CONFIG

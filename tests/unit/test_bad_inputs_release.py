@@ -19,14 +19,26 @@ from bad_inputs import (
     both,
     check,
     edit,
+    model_tag,
     nothing,
     params,
     registered_pair,
     run_table,
     summary,
     traffic_hook,
+    version_tag,
     write,
 )
+
+# A rollout's state file as a running controller writes it (the cases change one key).
+STATE = {
+    "id": "f1rst",
+    "phase": "running",
+    "pid": 2**22 + 12345,
+    "host": socket.gethostname(),
+    "canary": {"model": "fraud", "version": "1"},
+}
+MLMODEL_NO_LOADER = "flavors:\n  python_function:\n    loader_module: mlgate_no_such_loader\n"
 
 CASES: list[Case] = [
     # --- mlgate compress ---
@@ -63,6 +75,13 @@ CASES: list[Case] = [
         2,
         "max_size_mb",
     ),
+    Case(
+        "compress-loader-module-missing",  # the worker's own traceback before
+        (*CP, "--model", "model", "--tracking-uri", SQLITE),
+        both(edit(LAST, LAST + COMPRESS), write("model/MLmodel", MLMODEL_NO_LOADER)),
+        3,
+        "model: its MLmodel file names flavors.python_function.loader_module 'mlgate_no_such_loader'",
+    ),
     # --- mlgate registry ---
     Case("registry-no-operation", ("registry", "--tracking-uri", SQLITE), nothing, 3, "no registry operation"),
     Case("registry-model-missing", ("registry", "promote", "--tracking-uri", SQLITE), nothing, 3, "does not exist"),
@@ -86,6 +105,43 @@ CASES: list[Case] = [
         edit("label: y", "label: y\n  baseline: {model: stub, alias: v1}"),
         2,
         "reserved",
+    ),
+    Case(
+        "registry-lock-time-not-a-number",
+        ("registry", "promote", "--tracking-uri", SQLITE),
+        both(registered_pair, model_tag("mlgate.lock", '{"id": "x", "operation": "promote", "at": "soon"}')),
+        3,
+        "the tag mlgate.lock is not one mlgate wrote (its time 'soon' is not a number)",
+    ),
+    Case(
+        "registry-intent-not-json",
+        ("registry", "status", "--tracking-uri", SQLITE),
+        both(registered_pair, model_tag("mlgate.intent", "{half")),
+        3,
+        "the tag mlgate.intent is not one mlgate wrote (not JSON",
+    ),
+    Case(
+        "registry-recorded-metric-not-a-number",
+        ("registry", "promote", "--tracking-uri", SQLITE),
+        both(registered_pair, version_tag("2", "mlgate.metrics", '{"candidate": {"roc_auc": "high"}}')),
+        3,
+        "version 2's tag mlgate.metrics.candidate.roc_auc is 'high', not a number",
+    ),
+    Case(
+        "registry-evidence-metric-not-a-number",
+        (
+            "registry",
+            "register",
+            "--model-uri",
+            "models:/m-1",
+            "--tracking-uri",
+            SQLITE,
+            "--evidence",
+            '{"model_tests": {"metrics": {"champion": {"roc_auc": [0.9]}}}}',
+        ),
+        nothing,
+        3,
+        "--evidence's model_tests.metrics.champion.roc_auc is '[0.9]', not a number",
     ),
     Case(
         "registry-server-down",
@@ -128,6 +184,14 @@ CASES: list[Case] = [
         "traffic-nginx-missing",
         ("traffic", "up", "--stable", "models:/m@champion", "--canary", "models:/m@challenger"),
         nothing,
+        4,
+        "nginx is not installed",
+        env={"PATH": "/nonexistent"},
+    ),
+    Case(
+        "traffic-nginx-missing-before-install",  # checked before the serving venv is built: nothing installed
+        ("traffic", "up", "--stable", "models:/m@champion", "--canary", "models:/m@challenger"),
+        edit(LAST, LAST + "\nenvironment: {install: [mlgate-no-such-package-3c1]}"),
         4,
         "nginx is not installed",
         env={"PATH": "/nonexistent"},
@@ -200,6 +264,63 @@ CASES: list[Case] = [
         registered_pair,
         3,
         "the canary needs both versions served, and no traffic stack is up",
+    ),
+    # --- state mlgate reads back, and config domains of the rollout ---
+    Case(
+        "rollout-state-pid-not-a-number",
+        ("rollout", "status"),
+        write(".mlgate/rollout/state.json", json.dumps({**STATE, "pid": "12x"})),
+        3,
+        ".mlgate/rollout/state.json: key pid: Input should be a valid integer",
+    ),
+    Case(
+        "rollout-state-canary-not-an-object",
+        ("rollout", "start", "--version", "2", "--tracking-uri", SQLITE),
+        write(".mlgate/rollout/state.json", json.dumps({**STATE, "canary": "fraud v1"})),
+        3,
+        ".mlgate/rollout/state.json: key canary: Input should be a JSON object",
+    ),
+    Case(
+        "rollout-state-step-wrong-type",
+        ("rollout", "abort"),
+        both(traffic_hook("true"), write(".mlgate/rollout/state.json", json.dumps({**STATE, "step": "5%"}))),
+        3,
+        ".mlgate/rollout/state.json: key step: Input should be a JSON object",
+    ),
+    Case(
+        "rollout-state-not-json",
+        ("rollout", "abort"),
+        both(traffic_hook("true"), write(".mlgate/rollout/state.json", "{running")),
+        3,
+        ".mlgate/rollout/state.json: the state file is not JSON",
+    ),
+    Case(
+        "rollout-leftovers-note-wrong-type",
+        ("rollout", "abort"),
+        both(traffic_hook("true"), write(".mlgate/rollout/started.json", '{"pid": 1, "host": "h", "load": []}')),
+        3,
+        "started.json: key load: Input should be a JSON object",
+    ),
+    Case(
+        "rollout-decision-threshold-out-of-domain",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {thresholds: {decision_threshold: 1.5}}"),
+        2,
+        "rollout.thresholds.decision_threshold",
+    ),
+    Case(
+        "rollout-deadline-infinite",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {deadline_s: .inf}"),
+        2,
+        "rollout.deadline_s: Input should be a finite number",
+    ),
+    Case(
+        "rollout-interval-nan",
+        ("rollout", "status"),
+        edit(LAST, LAST + "\nrollout: {interval_s: .nan}"),
+        2,
+        "rollout.interval_s",
     ),
 ]
 

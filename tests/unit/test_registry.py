@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from mlgate.config import load_config
-from mlgate.errors import ConfigError, GateFailed, InputError
+from mlgate.errors import ConfigError, GateFailed, InputError, ToolError
 from mlgate.registry import Registry
 from mlgate.registry import operations as ops
 from mlgate.registry.audit import Who
@@ -188,13 +188,18 @@ def test_two_promotions_racing_one_moves_the_other_stops(store: SimpleNamespace,
     assert "mlgate.lock" not in store.client.get_registered_model("racing").tags
 
 
-class FlakyProxy:
-    """A loopback HTTP proxy in front of the MLflow server that stops answering alias writes after the first
-    `allowed` of them, for `outage` requests (then answers again), as a server dying mid-operation would."""
+WRITES = ("POST", "PATCH", "DELETE")
 
-    def __init__(self, target: str, allowed: int, outage: int) -> None:
-        self.target, self.allowed, self.outage = target.rstrip("/"), allowed, outage
-        self.alias_writes = 0
+
+class CuttingProxy:
+    """A loopback HTTP proxy in front of the MLflow server that forwards the `cut_after`th write (POST, PATCH or
+    DELETE, searches aside), then cuts the connection without an answer and stops answering anything, as a
+    server dying mid-operation would (0: never). `writes` lists each write as `METHOD path`."""
+
+    def __init__(self, target: str, cut_after: int = 0) -> None:
+        self.target, self.cut_after = target.rstrip("/"), cut_after
+        self.writes: list[str] = []
+        self.down = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -203,11 +208,13 @@ class FlakyProxy:
 
             def forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.endswith("/registered-models/alias") and self.command in ("POST", "DELETE"):
-                    proxy.alias_writes += 1
-                    if proxy.allowed < proxy.alias_writes <= proxy.allowed + proxy.outage:
-                        self.send_error(503, "server going down")
-                        return
+                if proxy.down:
+                    self.close_connection = True
+                    return
+                path = self.path.split("?", 1)[0]
+                write = self.command in WRITES and not path.endswith("/search")
+                if write:
+                    proxy.writes.append(f"{self.command} {path.split('/api/2.0/mlflow/', 1)[-1]}")
                 request = urllib.request.Request(
                     proxy.target + self.path,
                     data=body or None,
@@ -219,6 +226,10 @@ class FlakyProxy:
                         status, payload = answer.status, answer.read()
                 except urllib.error.HTTPError as error:
                     status, payload = error.code, error.read()
+                if write and len(proxy.writes) == proxy.cut_after:
+                    proxy.down = True  # the write landed; its answer never comes
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -232,7 +243,10 @@ class FlakyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
+    def __enter__(self) -> CuttingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
 
@@ -250,7 +264,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def cli(*args: str, uri: str, config: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLFLOW_"))}
-    environ.update(MLGATE_MLFLOW_ATTEMPTS="2", MLGATE_MLFLOW_BACKOFF_S="0.2", **env)
+    environ.update(MLGATE_MLFLOW_ATTEMPTS="1", MLGATE_MLFLOW_BACKOFF_S="0.1", **env)
     return subprocess.run(
         [str(MLGATE), "registry", *args, "--config", str(config), "--tracking-uri", uri],
         capture_output=True,
@@ -261,65 +275,150 @@ def cli(*args: str, uri: str, config: Path, **env: str) -> subprocess.CompletedP
     )
 
 
-def test_a_server_dying_between_two_alias_moves_leaves_the_aliases_as_they_were(server: str, tmp_path: Path) -> None:
+PASSED = {"mlgate.model_tests.passed": "true", "mlgate.model_tests.champion_version": "1"}
+BETTER = json.dumps({"candidate": {"roc_auc": 0.9, "pr_auc": 0.2}, "champion": {"roc_auc": 0.8, "pr_auc": 0.2}})
+BEFORE = {
+    "promote": {"challenger": "2", "champion": "1"},
+    "rollback": {"challenger": "2", "champion": "2", "previous": "1"},
+}
+AFTER = {
+    "promote": {"challenger": "2", "champion": "2", "previous": "1"},
+    "rollback": {"challenger": "2", "champion": "1"},
+}
+RECOVERER = Who("carol")
+
+
+def seed(server: str, name: str, operation: str) -> Any:
+    """`name` with versions 1 and 2 (2 beats 1 on the same rows) and the aliases before `operation`."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=server, registry_uri=server)
-    experiment = client.create_experiment("flaky")
-    config = tmp_path / "mlgate.yaml"
-    config.write_text(CONFIG.format(model="flaky"))
-    uris = []
-    for commit in ("f1", "f2"):
-        run = client.create_run(experiment, tags={"mlgate.git.commit": commit})
-        uris.append(f"models:/{client.create_logged_model(experiment, source_run_id=run.info.run_id).model_id}")
-    good = json.dumps({"model_tests": {"passed": True, "metrics": {"candidate": {"roc_auc": 0.7, "pr_auc": 0.1}}}})
-    for step in (("register", "--model-uri", uris[0], "--evidence", good), ("promote",)):
-        done = cli(*step, uri=server, config=config)
-        assert done.returncode == 0, done.stdout + done.stderr
-    better = {
-        "passed": True,
-        "champion_version": "1",
-        "metrics": {"candidate": {"roc_auc": 0.8, "pr_auc": 0.1}, "champion": {"roc_auc": 0.7, "pr_auc": 0.1}},
-    }
-    done = cli(
-        "register", "--model-uri", uris[1], "--evidence", json.dumps({"model_tests": better}), uri=server, config=config
+    found = client.get_experiment_by_name("seeds")
+    experiment = found.experiment_id if found else client.create_experiment("seeds")
+    if client.get_experiment_by_name("mlgate-audit") is None:  # so that each operation makes the same writes
+        client.create_experiment("mlgate-audit")
+    client.create_registered_model(name)
+    for _ in range(2):
+        run = client.create_run(experiment)
+        model = client.create_logged_model(experiment, source_run_id=run.info.run_id)
+        client.create_model_version(
+            name,
+            f"models:/{model.model_id}",
+            model_id=model.model_id,
+            tags={**PASSED, "mlgate.metrics": BETTER},
+            await_creation_for=0,
+        )
+    for alias, version in BEFORE[operation].items():
+        client.set_registered_model_alias(name, alias, version)
+    return client
+
+
+def state_of(client: Any, name: str, operation: str) -> str:
+    model = client.get_registered_model(name)
+    aliases = {str(k): str(v) for k, v in dict(model.aliases or {}).items()}
+    left = sorted(
+        tag.removeprefix("mlgate.") for tag in dict(model.tags or {}) if tag in ("mlgate.lock", "mlgate.intent")
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    before = {str(k): str(v) for k, v in client.get_registered_model("flaky").aliases.items()}
-    assert before == {"challenger": "2", "champion": "1"}
+    where = "before" if aliases == BEFORE[operation] else "after" if aliases == AFTER[operation] else f"HALF {aliases}"
+    return where + (f" +{'+'.join(left)}" if left else "")
 
-    # The promotion moves @previous, then @champion: the server stops answering after the first move,
-    # for longer than the retries (2 attempts), and is back for the undo.
-    proxy = FlakyProxy(server, allowed=1, outage=2)
-    try:
-        done = cli("promote", uri=proxy.url, config=config)
-    finally:
-        proxy.close()
-    assert done.returncode == 4, done.stdout + done.stderr
-    said = done.stdout + done.stderr
-    assert "were undone: the aliases are as they were" in said, said
-    assert "Traceback" not in said
-    after = {str(k): str(v) for k, v in client.get_registered_model("flaky").aliases.items()}
-    assert after == before  # nothing half-moved: no @previous, @champion still 1
-    assert "mlgate.lock" not in client.get_registered_model("flaky").tags
 
-    # A server that stays down: the undo cannot happen, and the message says exactly what to set by hand.
-    proxy = FlakyProxy(server, allowed=1, outage=100)
-    try:
+def run_operation(operation: str, loaded: Any, registry: Registry, again: bool = False) -> ops.Decision:
+    if operation == "promote":
+        return ops.promote(loaded, registry, WHO, version="2" if again else None)
+    return ops.rollback(registry, WHO, "p99 doubled", version="1" if again else None)
+
+
+@pytest.mark.parametrize("operation", ["promote", "rollback"])
+def test_a_server_dying_after_any_write_of_an_operation_heals_on_the_next_one(
+    server: str, tmp_path: Path, operation: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlgate.registry
+    from mlflow import MlflowClient
+
+    monkeypatch.setattr(mlgate.registry, "LOCK_SETTLE_S", 0.0)
+    monkeypatch.setenv("MLGATE_MLFLOW_ATTEMPTS", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    healthy = MlflowClient(tracking_uri=server, registry_uri=server)
+    loaded = project(tmp_path, "unused")
+
+    # Every write the operation makes, in order, from one run that nothing interrupts.
+    seed(server, f"{operation}-count", operation)
+    with CuttingProxy(server) as counting:
+        name = f"{operation}-count"
+        client = MlflowClient(tracking_uri=counting.url, registry_uri=counting.url)
+        run_operation(operation, loaded, Registry(client, counting.url, name, "mlgate-audit"))
+    writes = counting.writes
+    assert writes[0].endswith("registered-models/set-tag") and writes[-1].endswith("registered-models/delete-tag")
+    assert sum("registered-models/alias" in w for w in writes) == 2, writes
+
+    audit_at = next(i for i, w in enumerate(writes, 1) if w.endswith("runs/create"))
+    rows = []
+    for position in range(1, len(writes) + 1):
+        name = f"{operation}-{position}"
+        seed(server, name, operation)
+        with CuttingProxy(server, cut_after=position) as proxy:
+            client = MlflowClient(tracking_uri=proxy.url, registry_uri=proxy.url)
+            try:
+                run_operation(operation, loaded, Registry(client, proxy.url, name, "mlgate-audit"))
+                said = "finished"
+            except ToolError as exc:
+                said = f"{exc.message} hint: {exc.hint}"
+        assert proxy.down, position  # the cut happened
+        fault = state_of(healthy, name, operation)  # while the server is down: may be half-moved
+        assert "by hand" not in said and "Traceback" not in said, said
+        # The next operation on a server that answers again: `registry status`, or the same operation re-run.
+        registry = Registry(healthy, server, name, "mlgate-audit")
+        lines: list[str] = []
+        if position % 2:
+            ops.status(registry, RECOVERER, say=lines.append)
+        else:
+            with monkeypatch.context() as quiet:
+                quiet.setattr(mlgate.registry, "_say", lines.append)
+                again = run_operation(operation, loaded, registry, again=True)
+            assert again.decision == "unchanged", again.reason
+        healed = state_of(healthy, name, operation)
+        trail = [(r.decision, r.reason.startswith("recovered:")) for r in ops.history(registry)]
+        finished = [t for t in trail if t[0] != "unchanged"]
+        if position == 1:  # the lock landed, nothing else: nothing moved, no intent, the lock waits out its time
+            assert fault == healed == "before +lock" and finished == [], (fault, healed, trail)
+        else:
+            assert healed == "after", (position, writes[position - 1], fault, healed, lines)
+            assert len(finished) == 1, trail  # one record: the operation's own, or the recovery's
+            # Cut before its audit record landed: the recovery finishes it and records it as recovered; after,
+            # the record is the operation's own and the recovery only clears what it left.
+            recovered = finished[0][1]
+            assert recovered == (position < audit_at), (position, trail)
+            if said != "finished":
+                assert any(w in said for w in ("is recorded on", "done and in the audit log", "no alias was moved"))
+            if recovered:
+                assert any("recorded it as recovered" in line for line in lines), lines
+        outcome = said.split(" hint:", 1)[0].rsplit("; ", 1)[-1] if said != "finished" else said
+        rows.append(f"| {operation} | {position} | {writes[position - 1]} | {outcome} | {fault} | {healed} |")
+    with capsys.disabled():
+        print(f"\n{operation}: fault after each write, then one recovery")
+        print("\n".join(rows))
+
+
+def test_a_promote_cut_after_its_first_alias_write_says_so_and_registry_status_finishes_it(
+    server: str, tmp_path: Path
+) -> None:
+    client = seed(server, "cut-cli", "promote")
+    config = tmp_path / "mlgate.yaml"
+    config.write_text(CONFIG.format(model="cut-cli"))
+    with CuttingProxy(server, cut_after=3) as proxy:  # the lock, the intent, @previous: then nothing answers
         done = cli("promote", uri=proxy.url, config=config)
-    finally:
-        proxy.close()
     said = done.stdout + done.stderr
-    assert done.returncode == 4 and "UNDO FAILED for @previous -> (none)" in said, said
-    # Once it answers again, the promotion goes through and the trail has every attempt.
-    done = cli("promote", uri=server, config=config)
+    assert done.returncode == 4 and "Traceback" not in said and "by hand" not in said, said
+    assert "the intended move (@challenger 2, @champion 1 -> @challenger 2, @champion 2, @previous 1)" in said, said
+    assert "`mlgate registry status`" in said, said
+    assert state_of(client, "cut-cli", "promote").startswith("HALF")
+
+    done = cli("status", uri=server, config=config)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert {str(k): str(v) for k, v in client.get_registered_model("flaky").aliases.items()} == {
-        "challenger": "2",
-        "champion": "2",
-        "previous": "1",
-    }
-    history = cli("history", uri=server, config=config)
-    # register, promote, register, two failed promotions (each recorded with its reason), the promotion.
-    assert history.returncode == 0 and "flaky: 6 record(s)" in history.stdout, history.stdout
-    assert history.stdout.count(" failed ") >= 2, history.stdout
+    assert "found an unfinished promote of version 2 by " in done.stdout, done.stdout
+    assert "finished it (@champion 1 -> 2) and recorded it as recovered" in done.stdout, done.stdout
+    assert state_of(client, "cut-cli", "promote") == "after"
+    last = ops.history(Registry(client, server, "cut-cli", "mlgate-audit"))[-1]
+    assert (last.operation, last.decision) == ("promote", "promoted") and last.reason.startswith("recovered: ")

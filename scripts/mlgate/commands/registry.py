@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate import gha
@@ -38,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--evidence",
         default=env_default("evidence"),
-        help="register: the `evidence` output (JSON) of the compress job, or of test-model without compression",
+        help="register: the `evidence` output (JSON) of the compress job, or of test-model without compression "
+        "(default: the evidence in the project's mlgate-outputs/compress.json or test-model.json, when that run's "
+        "model-uri is --model-uri)",
     )
     parser.add_argument("--version", default=env_default("version"), help="promote/rollback: this version")
     parser.add_argument("--reason", default=env_default("reason") or "", help="rollback: why (recorded)")
@@ -48,6 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the GitHub environment this runs in (its approvers are read from the run and recorded)",
     )
     parser.add_argument("--json", action="store_true", help="status/history: print JSON")
+
+
+# The outputs files of the runs whose evidence a local register reads by default, the compressed model's first.
+RECORDED_EVIDENCE = ("mlgate-outputs/compress.json", "mlgate-outputs/test-model.json")
+
+
+def recorded_evidence(root: Path, model_uri: str) -> tuple[str | None, Path | None]:
+    """The `evidence` the project's last compress or test-model run wrote, when that run's model-uri is
+    `model_uri` (what a local register of the model it just selected or tested means), and its file."""
+    for name in RECORDED_EVIDENCE:
+        path = root / name
+        try:
+            outputs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # absent, or not a run's outputs: nothing recorded there
+        if isinstance(outputs, dict) and outputs.get("model-uri") == model_uri and "evidence" in outputs:
+            return json.dumps(outputs["evidence"]), path
+    return None, None
 
 
 def _when(at: float) -> str:
@@ -80,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
     registry = open_registry(loaded, require_tracking_uri(args.tracking_uri), args.name)
     if args.operation == "status":
-        aliases = operations.status(registry)
+        # What it finishes (an operation a fault interrupted) goes to stderr beside --json's document.
+        aliases = operations.status(
+            registry, say=lambda line: print(line, file=sys.stderr if args.json else sys.stdout)
+        )
         if args.json:
             print(json.dumps(aliases, indent=1))
         else:
@@ -118,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
     if args.operation == "register":
         if not args.model_uri:
             raise InputError("register needs --model-uri", hint="pass the compress (or train) job's model-uri")
-        decision = operations.register(registry, args.model_uri, operations.Evidence.parse(args.evidence), who)
+        evidence = args.evidence
+        if not evidence:
+            evidence, source = recorded_evidence(loaded.root, args.model_uri)
+            if source is not None:
+                print(f"mlgate registry: the evidence recorded in {source.relative_to(loaded.root)}")
+        decision = operations.register(registry, args.model_uri, operations.Evidence.parse(evidence), who)
     elif args.operation == "promote":
         decision = operations.promote(loaded, registry, who, args.version)
     else:

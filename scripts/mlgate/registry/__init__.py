@@ -2,9 +2,10 @@
 
 Aliases, never stages: `@challenger` is the registered release waiting for production, `@champion`
 the one production serves, `@previous` the champion before it. Every operation that moves aliases
-runs under a lock (a tag on the registered model) and as one transaction: when any step after the
-first move fails, the moves are undone, so the registry is never left half-changed. Every operation
-writes an audit record (mlgate.registry.audit).
+runs under a lock (a tag on the registered model) and records its intended move on the registered model
+before the first write (mlgate.registry.intent): when the server stops answering between two writes, the next
+operation (or `mlgate registry status`, or `mlgate rollout abort`) finishes the move and records it, so the
+registry is never left half-changed. Every operation writes an audit record (mlgate.registry.audit).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from mlgate.mlflowio import MlflowHandle, reach, redact
 from mlgate.redaction import redact as redact_text
 from mlgate.registry import audit
 from mlgate.registry.audit import AuditRecord, Who
+from mlgate.registry.intent import INTENT_TAG, LOCK_TAG, Intent, Lock, Moves, delete_how
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-LOCK_TAG = "mlgate.lock"
 LOCK_STALE_S = 15 * 60
 LOCK_SETTLE_S = 0.3
 # What register copies from the candidate's run onto the version: the lineage train wrote.
@@ -95,6 +96,9 @@ class Registry:
         self.audit_experiment = audit_experiment
         self.lock_id = uuid.uuid4().hex
         self.champion = champion  # model_tests.baseline.alias: the alias production serves and test-model reads
+        self.intent: Intent | None = None  # this operation's own, from its first alias write to its audit record
+        self.intent_recorded = False
+        self.intent_unknown = False  # its write failed: whether it landed is not known
 
     @property
     def client(self) -> MlflowClient:
@@ -128,10 +132,18 @@ class Registry:
 
     def aliases(self) -> dict[str, str]:
         """alias -> version of the registered model (empty when it does not exist yet)."""
-        if not self.call("reading the registered model", self.exists):
-            return {}
-        model = self.call("reading the aliases", lambda: self.client.get_registered_model(self.name))
-        return {str(alias): str(version) for alias, version in dict(model.aliases or {}).items()}
+        from mlflow.exceptions import MlflowException
+
+        def read() -> dict[str, str]:
+            try:
+                model = self.client.get_registered_model(self.name)
+            except MlflowException as exc:
+                if _not_found(exc):
+                    return {}
+                raise
+            return {str(alias): str(version) for alias, version in dict(model.aliases or {}).items()}
+
+        return dict(self.call("reading the aliases", read))
 
     def version(self, version: str) -> Any:
         from mlflow.exceptions import MlflowException
@@ -153,7 +165,10 @@ class Registry:
         return found
 
     # -- writing ---------------------------------------------------------------------------------
-    def record(self, decision: Decision, who: Who) -> Decision:
+    def record(self, decision: Decision, who: Who, *, intent: Intent | None = None) -> Decision:
+        """Write the audit record of `decision` (tied to `intent`, or to this operation's own alias move)."""
+        own = self.intent if self.intent is not None and decision.decision == self.intent.decision else None
+        tied = intent or own
         record = AuditRecord(
             operation=decision.operation,
             model=self.name,
@@ -164,10 +179,13 @@ class Registry:
             aliases_before=decision.aliases_before,
             aliases_after=decision.aliases_after,
             evidence=decision.evidence,
+            intent=tied.id if tied is not None else "",
         )
         decision.audit_run_id = self.call(
             "writing the audit record", lambda: audit.write(self.client, self.audit_experiment, record)
         )
+        if own is not None:
+            self.intent_recorded = True  # from here on, finishing the intent only means clearing it
         if decision.version and decision.decision != "unchanged":
             prefix = f"mlgate.audit.{decision.operation}"
             tags = {
@@ -184,48 +202,128 @@ class Registry:
                 self.call("tagging the version", tag)
         return decision
 
+    def _tags(self) -> dict[str, str]:
+        model = self.call("reading the lock", lambda: self.client.get_registered_model(self.name))
+        return {str(k): str(v) for k, v in dict(model.tags or {}).items()}
+
     @contextmanager
-    def locked(self, operation: str, who: Who) -> Iterator[None]:
-        """Hold the registered model's lock for one operation: a second operation that finds it stops."""
-        tags = self.call("reading the lock", lambda: dict(self.client.get_registered_model(self.name).tags or {}))
-        held = _lock_of(tags.get(LOCK_TAG))
-        if held and held["id"] != self.lock_id and time.time() - float(held.get("at", 0)) < LOCK_STALE_S:
+    def locked(self, operation: str, who: Who, say: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the registered model's lock for one operation: a second operation that finds it stops. An
+        unfinished intent found here is finished first (recover), each line of what was done given to `say`."""
+        tell = say or _say
+        tags = self._tags()
+        held = Lock.parse(self.name, tags.get(LOCK_TAG))
+        found = Intent.parse(self.name, tags.get(INTENT_TAG))
+        # A lock whose holder left its intent behind belongs to an operation that stopped between two writes (a
+        # live one racing this recovery writes the same aliases: recovery only ever rolls an intent forward).
+        abandoned = held is not None and found is not None and held.id == found.id
+        if held and held.id != self.lock_id and not abandoned and time.time() - held.at < LOCK_STALE_S:
             raise GateFailed(
-                f"{self.name}: another {held.get('operation', 'operation')} by {held.get('actor', '?')} is in "
-                f"progress (since {time.strftime('%H:%M:%S', time.gmtime(float(held.get('at', 0))))} UTC); "
-                f"this {operation} stops without changing anything",
+                f"{self.name}: another {held.operation} by {held.actor} is in progress (since "
+                f"{time.strftime('%H:%M:%S', time.gmtime(held.at))} UTC); this {operation} stops without changing "
+                "anything",
                 hint="let it finish, then run again; a lock older than 15 minutes is taken over",
             )
         mine = json.dumps({"id": self.lock_id, "operation": operation, "actor": who.actor, "at": time.time()})
         self.call("taking the lock", lambda: self.client.set_registered_model_tag(self.name, LOCK_TAG, mine))
         time.sleep(LOCK_SETTLE_S)  # a racing writer's tag lands in this window; whoever reads its own id goes on
-        tags = self.call("reading the lock", lambda: dict(self.client.get_registered_model(self.name).tags or {}))
-        winner = _lock_of(tags.get(LOCK_TAG))
-        if not winner or winner["id"] != self.lock_id:
+        tags = self._tags()
+        winner = Lock.parse(self.name, tags.get(LOCK_TAG))
+        if not winner or winner.id != self.lock_id:
             raise GateFailed(
                 f"{self.name}: another {operation} took the lock at the same moment; this one stops without "
                 "changing anything",
                 hint="run it again once the other one has finished",
             )
         try:
+            found = Intent.parse(self.name, tags.get(INTENT_TAG))
+            if found is not None:
+                for line in self.recover(found, operation, who):
+                    tell(line)
             yield
+        except ToolError as exc:
+            pending = self.intent
+            if pending is None:
+                raise
+            if self.intent_recorded:
+                raise ToolError(
+                    f"{exc.message}; the {pending.operation}'s alias moves are done and in the audit log",
+                    hint="nothing needs doing: the next registry operation or `mlgate registry status` clears what "
+                    "it left (its intent and lock)",
+                ) from None
+            # The server stopped answering between two writes of the move: it stays recorded for the next one.
+            raise ToolError(
+                f"{exc.message}; the intended move ({_aliases_text(pending.before)} -> "
+                f"{_aliases_text(pending.after)}) is recorded on {self.name} (tag {INTENT_TAG})",
+                hint="once the server answers, the next registry operation, `mlgate registry status` or `mlgate "
+                "rollout abort` finishes the move and records it (there is no alias to set yourself)",
+            ) from None
         finally:
+            self._release()
 
-            def release() -> None:
-                current = _lock_of(dict(self.client.get_registered_model(self.name).tags or {}).get(LOCK_TAG))
-                if current and current["id"] == self.lock_id:
-                    self.client.delete_registered_model_tag(self.name, LOCK_TAG)
+    def _release(self) -> None:
+        """The lock, then (once recorded) this operation's intent: a fault between the two leaves the intent,
+        which the next operation clears, never a lock alone."""
+        pending, recorded, unknown = self.intent, self.intent_recorded, self.intent_unknown
+        self.intent, self.intent_recorded, self.intent_unknown = None, False, False
 
+        def release() -> None:
+            current = Lock.parse(self.name, self._tags().get(LOCK_TAG))
+            if current and current.id == self.lock_id:
+                self.client.delete_registered_model_tag(self.name, LOCK_TAG)
+
+        try:
+            self.call("releasing the lock", release)
+        except ToolError:
+            if pending is not None:
+                _say(
+                    f"could not release the lock of {self.name}; the next registry operation or `mlgate registry "
+                    "status` takes it over with the recorded intent"
+                )
+            elif unknown:
+                _say(
+                    f"could not release the lock of {self.name}; if the server recorded the intended move, the next "
+                    "registry operation or `mlgate registry status` takes the lock over with it, else it expires after "
+                    "15 minutes"
+                )
+            else:
+                _say(f"could not release the lock of {self.name}; it expires after 15 minutes")
+        if pending is not None and recorded:
             try:
-                self.call("releasing the lock", release)
+                self._clear_intent(pending.id)
             except ToolError:
-                print(f"mlgate registry: could not release the lock of {self.name}; it expires after 15 minutes")
+                _say(
+                    f"could not clear the intent of this {pending.operation} (tag {INTENT_TAG} of {self.name}); it "
+                    "is recorded, and the next registry operation or `mlgate registry status` clears it"
+                )
 
-    def move(self, moves: list[tuple[str, str | None]]) -> dict[str, str]:
-        """Set (version) or delete (None) each alias in order, as one transaction: a failure undoes the
-        moves already made and raises. Returns the aliases after."""
+    def _clear_intent(self, intent_id: str) -> None:
+        def clear() -> None:
+            current = Intent.parse(self.name, self._tags().get(INTENT_TAG))
+            if current is not None and current.id == intent_id:
+                self.client.delete_registered_model_tag(self.name, INTENT_TAG)
+
+        self.call("clearing the intent", clear)
+
+    def move(self, moves: Moves, done: Decision, who: Who) -> dict[str, str]:
+        """Set (version) or delete (None) each alias in order, under the lock, after recording the intended
+        move (the operation `done` will record): a fault between two writes leaves the intent, which the next
+        operation finishes. Returns the aliases after."""
         before = self.aliases()
-        done: list[str] = []
+        intent = Intent.of(self.lock_id, done.operation, done.version, done.decision, done.reason, who, before, moves)
+        record = partial(self.client.set_registered_model_tag, self.name, INTENT_TAG, intent.to_tag())
+        try:
+            self.call("recording the intended move", record)
+        except ToolError as exc:
+            self.intent_unknown = True
+            raise ToolError(
+                f"{self.name}: {exc.message}; no alias was moved",
+                hint="run it again once the server answers; if the server recorded the intended move (tag "
+                f"{INTENT_TAG}) before it stopped answering, the next registry operation or `mlgate registry status` "
+                "finishes it",
+            ) from None
+        self.intent = intent
+        made = 0
         try:
             for alias, version in moves:
                 if version is None:
@@ -236,35 +334,80 @@ class Registry:
                 else:
                     move = partial(self.client.set_registered_model_alias, self.name, alias, version)
                     self.call(f"moving @{alias} to version {version}", move)
-                done.append(alias)
-        except Exception as exc:
-            problem = exc.message if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
-            undone = self.undo(before, done)
-            raise ToolError(
-                f"{self.name}: {problem}; {undone}",
-                hint="nothing was promoted; run the operation again once the server answers "
-                "(mlgate registry status shows the aliases)",
-            ) from None
-        return self.aliases()
+                made += 1
+        except ToolError as exc:
+            raise ToolError(f"{self.name}: {exc.message}; the {done.operation} stopped after {made} of "
+                            f"{len(moves)} alias moves") from None  # fmt: skip
+        return dict(intent.after)
 
-    def undo(self, before: dict[str, str], done: list[str]) -> str:
-        failed = []
-        for alias in reversed(done):
-            try:
-                if alias in before:
-                    restore = partial(self.client.set_registered_model_alias, self.name, alias, before[alias])
-                    self.call(f"restoring @{alias}", restore)
-                else:
-                    self.call(
-                        f"removing @{alias}", partial(self.client.delete_registered_model_alias, self.name, alias)
-                    )
-            except ToolError:
-                failed.append(alias)
-        if failed:
-            wanted = ", ".join(f"@{a} -> {before.get(a, '(none)')}" for a in failed)
-            return f"UNDO FAILED for {wanted}: set them by hand (mlflow's set_registered_model_alias)"
-        moved = ", ".join(f"@{alias}" for alias in done) or "none"
-        return f"the alias moves made ({moved}) were undone: the aliases are as they were"
+    def recover(self, found: Intent, during: str, who: Who) -> list[str]:
+        """Finish the unfinished intent `found` (under the lock): roll it forward to its `after` (the move was
+        decided; each write can be repeated) and record it as recovered, unless its operation had recorded it
+        already; then clear it. What was found and done, a line each."""
+        lines = [f"{self.name}: found {found.describe()}, stopped between two of its writes"]
+        try:
+            recorded = self.call(
+                "looking for its audit record",
+                lambda: audit.recorded(self.client, self.audit_experiment, found.id),
+            )
+            if recorded:
+                lines.append(
+                    f"its alias moves were done and recorded (audit run {recorded}); cleared its intent and lock"
+                )
+            else:
+                current = self.aliases()
+                moved = []
+                for alias, version in found.moves:
+                    if current.get(alias) == version:
+                        continue
+                    if version is None:
+                        unset = partial(self.client.delete_registered_model_alias, self.name, alias)
+                        self.call(f"deleting @{alias}", unset)
+                    else:
+                        self.call(
+                            f"moving @{alias} to version {version}",
+                            partial(self.client.set_registered_model_alias, self.name, alias, version),
+                        )
+                    moved.append(f"@{alias} {current.get(alias, '(none)')} -> {version or '(none)'}")
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(found.at))
+                decision = Decision(
+                    operation=found.operation,
+                    model=self.name,
+                    version=found.version,
+                    decision=found.decision,
+                    reason=f"recovered: {found.reason} (interrupted at {when} UTC; finished by {who.actor}'s {during})",
+                    aliases_before=found.before,
+                    aliases_after=self.aliases(),
+                    evidence={"recovered": {"by": who.actor, "during": during, "found": current, "moved": moved}},
+                )
+                self.record(decision, found.who, intent=found)
+                lines.append(
+                    f"finished it ({', '.join(moved) or 'every alias was already in place'}) and recorded it as "
+                    f"recovered (audit run {decision.audit_run_id}); cleared its intent and lock"
+                )
+            self._clear_intent(found.id)
+        except ToolError as exc:
+            raise ToolError(
+                f"{self.name}: found {found.describe()} and could not finish it: {exc.message}",
+                hint=f"it stays recorded (tag {INTENT_TAG}): run `mlgate registry status` again once the server "
+                f"answers; if it keeps failing, set the aliases to {_aliases_text(found.after)} by hand and "
+                f"{delete_how(self.name, INTENT_TAG)}",
+            ) from None
+        return lines
+
+    def heal(self, who: Who, during: str) -> list[str]:
+        """Finish an unfinished intent on the registered model, if there is one; what was found and done."""
+        if not self.call("reading the registered model", self.exists):
+            return []
+        if Intent.parse(self.name, self._tags().get(INTENT_TAG)) is None:
+            return []
+        lines: list[str] = []
+        try:
+            with self.locked(during, who, say=lines.append):
+                pass
+        except GateFailed as exc:  # its operation (or another recovery) still holds the lock: leave it be
+            lines.append(f"{exc.message.split('; this ', 1)[0]}; its intent is left to it")
+        return lines
 
 
 def open_registry(loaded: LoadedConfig, uri: str, name: str | None = None) -> Registry:
@@ -281,14 +424,12 @@ def open_registry(loaded: LoadedConfig, uri: str, name: str | None = None) -> Re
     )
 
 
-def _lock_of(raw: str | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and "id" in value else None
+def _say(line: str) -> None:
+    print(f"mlgate registry: {line}")
+
+
+def _aliases_text(aliases: dict[str, str]) -> str:
+    return ", ".join(f"@{alias} {version}" for alias, version in sorted(aliases.items())) or "no aliases"
 
 
 def _not_found(exc: Exception) -> bool:

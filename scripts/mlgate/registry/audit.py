@@ -107,6 +107,7 @@ class AuditRecord:
     evidence: dict[str, Any] = field(default_factory=dict)  # metrics compared, reports, lineage
     at: float = field(default_factory=time.time)
     run_id: str = ""
+    intent: str = ""  # the id of the alias move it records (mlgate.registry.intent), to find it after a fault
 
     def tags(self) -> dict[str, str]:
         """The record as run tags of the audit experiment (each value within MLflow's limit)."""
@@ -126,6 +127,7 @@ class AuditRecord:
             "aliases_after": json.dumps(self.aliases_after, sort_keys=True),
             "evidence": json.dumps(self.evidence, sort_keys=True, default=str),
             "at": f"{self.at:.3f}",
+            "intent": self.intent,
         }
         return {f"{TAG}.{key}": redaction.redact(value)[:TAG_VALUE_LIMIT] for key, value in raw.items()}
 
@@ -158,12 +160,23 @@ class AuditRecord:
             aliases_before=loads("aliases_before"),
             aliases_after=loads("aliases_after"),
             evidence=loads("evidence"),
-            at=float(get("at") or 0),
+            at=_seconds(get("at")),
             run_id=run_id,
+            intent=get("intent"),
         )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _seconds(raw: str) -> float:
+    """A record's time; one that is not a number reads as unknown (0: history prints "?") rather than
+    hiding the rest of the trail."""
+    try:
+        at = float(raw or 0)
+    except ValueError:
+        return 0.0
+    return at if at == at and abs(at) != float("inf") else 0.0
 
 
 def write(client: MlflowClient, experiment: str, record: AuditRecord) -> str:
@@ -178,6 +191,15 @@ def write(client: MlflowClient, experiment: str, record: AuditRecord) -> str:
     client.set_terminated(run.info.run_id, "FINISHED")
     record.run_id = str(run.info.run_id)
     return record.run_id
+
+
+def recorded(client: MlflowClient, experiment: str, intent: str) -> str | None:
+    """The run id of the record of the alias move `intent`, when one was written."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not intent:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG}.intent` = '{intent}'", max_results=1)
+    return str(runs[0].info.run_id) if runs else None
 
 
 def history(client: MlflowClient, experiment: str, model: str, max_records: int = 100_000) -> list[AuditRecord]:

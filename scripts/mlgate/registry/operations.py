@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mlgate.config import LoadedConfig
-from mlgate.errors import InputError, ToolError
+from mlgate.errors import InputError
 from mlgate.registry import (
     CHALLENGER,
     LINEAGE_PREFIXES,
@@ -45,7 +46,25 @@ class Evidence:
         if not isinstance(value, dict):
             raise InputError("--evidence must be a JSON object", hint="pass the `evidence` output as it is")
         tests, compress = value.get("model_tests"), value.get("compress")
+        if isinstance(tests, dict):
+            _require_numbers(tests.get("metrics"), "--evidence's model_tests.metrics")
         return cls(tests if isinstance(tests, dict) else None, compress if isinstance(compress, dict) else None)
+
+
+def _require_numbers(metrics: Any, where: str, hint: str = "pass the `evidence` output as the job wrote it") -> None:
+    """Each recorded metric (candidate and champion) a number, or one InputError naming it."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        raise InputError(f"{where} must be an object of candidate and champion metrics", hint=hint)
+    for side, values in metrics.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise InputError(f"{where}.{side} must be an object of metric: number", hint=hint)
+        for name, number in values.items():
+            if isinstance(number, bool) or not isinstance(number, int | float):  # NaN: a metric the rows left undefined
+                raise InputError(f"{where}.{side}.{name} is {str(number)[:40]!r}, not a number", hint=hint)
 
 
 def register(registry: Registry, model_uri: str, evidence: Evidence, who: Who) -> Decision:
@@ -115,27 +134,31 @@ def register(registry: Registry, model_uri: str, evidence: Evidence, who: Who) -
             ),
         )
         version = str(created.version)
-        after = registry.move([(CHALLENGER, version)])
-    champion = before.get(registry.champion)
-    decision = Decision(
-        operation="register",
-        model=registry.name,
-        version=version,
-        decision="registered",
-        reason=f"version {version} of {registry.name} from {model_uri} is @challenger"
-        + (f" (the champion is version {champion})" if champion else " (no champion yet)"),
-        aliases_before=before,
-        aliases_after=after,
-        evidence={"model_uri": model_uri, "tags": version_tags},
-    )
-    return registry.record(decision, who)
+        champion = before.get(registry.champion)
+        decision = Decision(
+            operation="register",
+            model=registry.name,
+            version=version,
+            decision="registered",
+            reason=f"version {version} of {registry.name} from {model_uri} is @challenger"
+            + (f" (the champion is version {champion})" if champion else " (no champion yet)"),
+            aliases_before=before,
+            evidence={"model_uri": model_uri, "tags": version_tags},
+        )
+        decision.aliases_after = registry.move([(CHALLENGER, version)], decision, who)
+        return registry.record(decision, who)
 
 
 def _metrics_of(version: Any) -> dict[str, Any]:
     try:
         value = json.loads(dict(version.tags or {}).get(METRIC_TAG, "{}"))
     except ValueError:
-        return {}
+        value = "not JSON"
+    _require_numbers(
+        value,
+        f"version {version.version}'s tag {METRIC_TAG}",
+        hint="register the model again with its job's evidence, or fix the tag in MLflow (set_model_version_tag)",
+    )
     return value if isinstance(value, dict) else {}
 
 
@@ -252,32 +275,19 @@ def promote(loaded: LoadedConfig, registry: Registry, who: Who, version: str | N
             )
             return registry.record(decision, who)
         moves: list[tuple[str, str | None]] = [(PREVIOUS, champion)] if champion else []
-        after = _move_or_record(
-            registry,
-            who,
-            Decision(
-                operation="promote",
-                model=registry.name,
-                version=str(target),
-                decision="failed",
-                reason=why,
-                aliases_before=before,
-                aliases_after=before,
-                evidence=evidence,
-            ),
-            [*moves, (registry.champion, str(target))],
+        decision = Decision(
+            operation="promote",
+            model=registry.name,
+            version=str(target),
+            decision="promoted",
+            reason=why,
+            aliases_before=before,
+            evidence=evidence,
         )
-    decision = Decision(
-        operation="promote",
-        model=registry.name,
-        version=str(target),
-        decision="promoted",
-        reason=why,
-        aliases_before=before,
-        aliases_after=after,
-        evidence=evidence,
-    )
-    return registry.record(decision, who)
+        # The intent, the moves and the audit record all under the lock: a fault between any two of them leaves
+        # the intent, which the next operation finishes (Registry.recover).
+        decision.aliases_after = registry.move([*moves, (registry.champion, str(target))], decision, who)
+        return registry.record(decision, who)
 
 
 def rollback(registry: Registry, who: Who, reason: str, version: str | None = None) -> Decision:
@@ -309,47 +319,25 @@ def rollback(registry: Registry, who: Who, reason: str, version: str | None = No
         moves: list[tuple[str, str | None]] = [(registry.champion, str(target))]
         if before.get(PREVIOUS) == str(target):
             moves.append((PREVIOUS, None))  # consumed: a second rollback must name its version
-        failed = Decision(
+        decision = Decision(
             operation="rollback",
             model=registry.name,
             version=str(target),
-            decision="failed",
-            reason=reason,
+            decision="rolled-back",
+            reason=f"@champion back to version {target} from version {current or '(none)'}: {reason}",
             aliases_before=before,
-            aliases_after=before,
+            evidence={"from_version": current},
         )
-        after = _move_or_record(registry, who, failed, moves)
-    decision = Decision(
-        operation="rollback",
-        model=registry.name,
-        version=str(target),
-        decision="rolled-back",
-        reason=f"@champion back to version {target} from version {current or '(none)'}: {reason}",
-        aliases_before=before,
-        aliases_after=after,
-        evidence={"from_version": current},
-    )
-    return registry.record(decision, who)
+        decision.aliases_after = registry.move(moves, decision, who)
+        return registry.record(decision, who)
 
 
-def _move_or_record(
-    registry: Registry, who: Who, failed: Decision, moves: list[tuple[str, str | None]]
-) -> dict[str, str]:
-    """The moves; when they fail (and were undone, or not), the failure is recorded before it is raised."""
-    try:
-        return registry.move(moves)
-    except ToolError as exc:
-        failed.reason = f"{failed.operation} failed: {exc.message}"
-        try:
-            registry.record(failed, who)
-        except ToolError:
-            print(f"mlgate registry: could not record the failure of this {failed.operation} in the audit log")
-        raise
-
-
-def status(registry: Registry) -> dict[str, Any]:
-    """The aliases and what each points at (version, model URI, variant, when and by whom it got there)."""
+def status(registry: Registry, who: Who | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """The aliases and what each points at (version, model URI, variant, when and by whom it got there), after
+    finishing an operation that a fault interrupted (Registry.heal), each line of what was done given to `say`."""
     registry.require()
+    for line in registry.heal(who or Who.from_env(), "status"):
+        say(f"mlgate registry status: {line}")
     aliases = registry.aliases()
     out: dict[str, Any] = {}
     for alias, version in sorted(aliases.items()):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from mlgate import gha
 from mlgate.config import LoadedConfig
-from mlgate.errors import InputError
+from mlgate.errors import InputError, MlgateError
 from mlgate.metrics import ServerRef, open_provider
 from mlgate.paths import outside_root
 from mlgate.procio import stop_group
@@ -370,6 +370,8 @@ def abort_rollout(loaded: LoadedConfig, request: RolloutRequest) -> list[str]:
         done = ["no rollout left behind by a stopped controller; nothing to do"]
         return done + leftovers.stop_leftovers(state.folder)
     done = [abort(state, backend, request.reason)]
+    if request.tracking_uri:
+        done += _heal_registry(loaded, request, request.tracking_uri)
     current = state.read()
     # A controller that died leaves its record unclosed in the registry: close it from here.
     if current is not None and current.get("phase") == ABORTED and "audit_run_id" not in current:
@@ -379,6 +381,18 @@ def abort_rollout(loaded: LoadedConfig, request: RolloutRequest) -> list[str]:
             state.write(current)
     # Traffic is on stable and the record closed: now what the dead controller started beside it.
     return done + leftovers.stop_leftovers(state.folder)
+
+
+def _heal_registry(loaded: LoadedConfig, request: RolloutRequest, tracking_uri: str) -> list[str]:
+    """An alias move the registry gate left unfinished (its server stopped answering mid-promote), finished: an
+    abort is where an operator turns after a fault. Traffic is already on stable, so a registry that cannot be
+    read is a line of the report, not a failure of the abort."""
+    try:
+        registry = open_registry(loaded, tracking_uri, request.name)
+        return registry.heal(Who.from_env(request.environment), "rollout abort")
+    except MlgateError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        return [f"could not check the registry for an unfinished alias move: {exc.message}{hint}"]
 
 
 @dataclass(frozen=True)
