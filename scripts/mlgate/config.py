@@ -22,8 +22,19 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 class _Model(BaseModel):
-    # Unknown keys are errors: a typo must not silently switch a check off.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors: a typo must not silently switch a check off. No number key takes NaN or infinity
+    # (`.nan`, `.inf` in YAML): a NaN bound passes every comparison, an infinite time never ends; the values a
+    # test writes into the data (DataValue) are the one exception.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# A value written into holdout rows (a perturbation's `set` and `replace`, a minimum-functionality case's `set`):
+# NaN and infinity there are rows the model must handle, not a bad setting.
+DataValue = str | int | Annotated[float, Field(allow_inf_nan=True)] | bool
+# A seed of Python's, NumPy's and torch's generators and of pandas' samples: NumPy takes 0 to 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# A tolerance or margin on a holdout metric, which lies in [0, 1]: more than 1 is no bound at all.
+MetricDelta = Annotated[float, Field(ge=0, le=1)]
 
 
 class LintConfig(_Model):
@@ -159,7 +170,7 @@ class DataConfig(_Model):
     drift: DriftConfig | None = None
     leakage: LeakageConfig | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
     @model_validator(mode="after")
     def _names_known(self) -> DataConfig:
@@ -240,7 +251,7 @@ class TrainConfig(_Model):
             "training code as `mlgate_runtime.setup().params` and is logged as MLflow params."
         ),
     )
-    seed: int = Field(42, description="Seed of Python, NumPy, torch and CUDA generators.")
+    seed: Seed = Field(42, description="Seed of Python, NumPy, torch and CUDA generators, 0 to 2^32 - 1.")
     deterministic: bool = Field(False, description="Force deterministic torch kernels (slower on GPU).")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto`: CUDA when a GPU is visible, else CPU (said in the summary)."
@@ -359,10 +370,8 @@ class Perturbation(_Model):
 
     add: float | None = Field(None, description="Add this number (numeric columns).")
     scale: float | None = Field(None, description="Multiply by this number (numeric columns).")
-    set: str | int | float | bool | None = Field(None, description="Replace every value with this one.")
-    replace: dict[str | int | float | bool, str | int | float | bool] | None = Field(
-        None, description="Map values (e.g. {US: GB} or {0: 1})."
-    )
+    set: DataValue | None = Field(None, description="Replace every value with this one.")
+    replace: dict[DataValue, DataValue] | None = Field(None, description="Map values (e.g. {US: GB} or {0: 1}).")
     shuffle: bool = Field(False, description="Permute the column across rows (seeded).")
     clip: bool = Field(
         False,
@@ -394,7 +403,7 @@ class MinimumFunctionalityCase(_Model):
 
     name: str
     where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description=WHERE_DESCRIPTION)
-    set: dict[str, str | int | float | bool] = Field(description="Columns set on every sampled row.")
+    set: dict[str, DataValue] = Field(description="Columns set on every sampled row.")
     expect: Literal[0, 1] = Field(description="The label the model must predict (score >= threshold is 1).")
     rows: int = Field(200, ge=1, description="Holdout rows (matching `where`) sampled, seeded, as the templates.")
     pass_rate: float = Field(1.0, gt=0, le=1, description="Share of rows that must get the expected label.")
@@ -464,7 +473,7 @@ class BaselineChecks(_Model):
             raise ValueError(f"{value!r} is reserved by MLflow ('latest' and v<number> name versions)")
         return value
 
-    max_regression: dict[PerformanceMetric, float] = Field(
+    max_regression: dict[PerformanceMetric, MetricDelta] = Field(
         default_factory=dict,
         description="Per metric, how far below the champion the candidate may be (e.g. {f1: 0.005}).",
     )
@@ -473,7 +482,7 @@ class BaselineChecks(_Model):
     )
     promotion_metric: PerformanceMetric = Field("roc_auc", description="The metric that decides `promotable`.")
     promotion_margin: float = Field(
-        0.0, ge=0, description="Promotable: every check passes and promotion_metric beats the champion by this."
+        0.0, ge=0, le=1, description="Promotable: every check passes and promotion_metric beats the champion by this."
     )
     allow_signature_change: bool = Field(
         False,
@@ -499,11 +508,13 @@ class ModelTestsConfig(_Model):
         "predict_proba; or a DataFrame's column). A 1-D or one-column output needs none; several columns "
         "without it is an error listing them.",
     )
-    threshold: float | ThresholdFromModel = Field(
-        0.5, description="Decision threshold (score >= it is positive), or {metadata: <key>} of each model."
+    threshold: Annotated[float, Field(ge=0, le=1)] | ThresholdFromModel = Field(
+        0.5,
+        description="Decision threshold on the score, from 0 to 1 (score >= it is positive), or {metadata: <key>} "
+        "of each model.",
     )
     max_rows: int | None = Field(None, ge=1, description="Seeded sample of the holdout; default: every row.")
-    seed: int = Field(0, description="Seed of the samples and shuffles.")
+    seed: Seed = Field(0, description="Seed of the samples and shuffles, 0 to 2^32 - 1.")
     tests: list[str] = Field(
         default_factory=list, description="The project's own pytest model tests (files or folders), run with them."
     )
@@ -575,7 +586,7 @@ class CompressBudgets(_Model):
     latency: LatencyBudget | None = Field(
         None, description="Largest allowed p95 latency of the variant's predict at a batch size (threads pinned)."
     )
-    max_metric_drop: dict[PerformanceMetric, float] = Field(
+    max_metric_drop: dict[PerformanceMetric, MetricDelta] = Field(
         default_factory=dict,
         description="Largest allowed drop of a holdout metric against the original, e.g. {roc_auc: 0.005}.",
     )
@@ -619,9 +630,9 @@ class PromotionRule(_Model):
         None, description="Metric the challenger must beat the champion on; default model_tests.baseline's."
     )
     margin: float | None = Field(
-        None, ge=0, description="By at least this much; default model_tests.baseline.promotion_margin (else 0)."
+        None, ge=0, le=1, description="By at least this much; default model_tests.baseline.promotion_margin (else 0)."
     )
-    guards: dict[PerformanceMetric, float] = Field(
+    guards: dict[PerformanceMetric, MetricDelta] = Field(
         default_factory=dict,
         description="Metrics that may be worse than the champion's by at most this much, e.g. {pr_auc: 0.01}.",
     )
@@ -782,8 +793,7 @@ class RolloutThresholdsConfig(_Model):
     """When the canary is judged harmful; see docs/rollout.md for each test."""
 
     # The analysis reads this model itself (mlgate.rollout.analysis.Thresholds), so each field's domain is checked
-    # here, once: no NaN, no infinity.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # here, once (no NaN, no infinity: as every key of mlgate.yaml).
 
     max_error_rate: float = Field(
         0.05,
@@ -820,10 +830,16 @@ class RolloutThresholdsConfig(_Model):
         "decision_threshold.",
     )
     max_score_diff: float = Field(
-        0.1, gt=0, description="Shadow step: largest tolerated mean absolute difference of the paired scores."
+        0.1,
+        gt=0,
+        le=1,
+        description="Shadow step: largest tolerated mean absolute difference of the paired scores (in [0, 1]).",
     )
     decision_threshold: float = Field(
-        0.5, description="Shadow step: the score from which a row counts as positive, for the agreement."
+        0.5,
+        ge=0,
+        le=1,
+        description="Shadow step: the score, from 0 to 1, from which a row counts as positive, for the agreement.",
     )
     false_alarm_budget: float = Field(
         0.01,

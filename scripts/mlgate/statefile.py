@@ -18,29 +18,63 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from mlgate.errors import InputError, ToolError
 
 LOOPBACK = "127.0.0.1"
+# What to do about a state file that is not mlgate's: the traffic stack's (a rollout's passes its own fix).
+FIX = "stop what it described (`mlgate traffic down`, `mlgate rollout abort`), delete the file, start again"
 
 
-def read_state(path: Path) -> dict[str, Any] | None:
-    """The state file's object, None when there is none; an unreadable one is a ToolError naming it."""
+def read_state(path: Path, *, fix: str | None = None) -> dict[str, Any] | None:
+    """The state file's object, None when there is none. One that is not a JSON object is bad input (a file
+    edited by hand, or not mlgate's) naming it, with `fix` as the hint; one that cannot be read is a ToolError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ToolError(f"{path}: cannot read the state file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the state file is not UTF-8 text", hint=fix or FIX) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ToolError(
-            f"{path}: the state file is not JSON ({exc.msg}, line {exc.lineno})",
-            hint="stop what it described (`mlgate traffic down`, `mlgate rollout abort`), delete the file, start again",
+        raise InputError(
+            f"{path}: the state file is not JSON ({exc.msg}, line {exc.lineno})", hint=fix or FIX
         ) from None
     if not isinstance(data, dict):
-        raise ToolError(f"{path}: the state file holds no JSON object", hint="delete it and start again")
+        raise InputError(f"{path}: the state file holds a JSON {type(data).__name__}, not an object", hint=fix or FIX)
     return data
+
+
+def checked_state(path: Path, data: dict[str, Any], shape: type[BaseModel], fix: str) -> dict[str, Any]:
+    """`data`, read back from the state file at `path`, once it has `shape` (every key of the right type, as
+    strictly as mlgate.yaml's); else bad input naming the file and the first wrong key, with `fix` as the hint.
+    `data` itself comes back: the readers keep the keys as they were written."""
+    try:
+        shape.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _location(tuple(first["loc"]))
+        found = "" if first["type"] == "missing" else f" (it holds {_shown(first['input'])})"
+        # A nested model's name ("instance of _Server") means nothing to whoever opens the file.
+        what = "Input should be a JSON object" if first["type"] in ("model_type", "dict_type") else first["msg"]
+        raise InputError(f"{path}: key {key}: {what}{found}", hint=fix) from None
+    return data
+
+
+def _location(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def write_state(path: Path, data: dict[str, Any]) -> None:

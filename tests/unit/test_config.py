@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import typing
 from pathlib import Path
 
 import pytest
 from mlgate.cli import main
-from mlgate.config import json_schema, load_config
+from mlgate.config import MlgateConfig, json_schema, load_config
 from mlgate.errors import ConfigError
+from pydantic import BaseModel
 
 GOOD = """\
 version: 1
@@ -112,3 +116,84 @@ def test_schema_is_json_and_lists_keys() -> None:
 def test_published_schema_is_current() -> None:
     published = Path(__file__).resolve().parents[2] / "schema" / "mlgate.schema.json"
     assert json.loads(published.read_text()) == json.loads(json_schema()), "run `make schema`"
+
+
+# The base of a config that only the rollout, registry and model-test keys below change.
+DOMAIN_BASE = """\
+version: 1
+project: demo
+data:
+  sources: {train: {path: data/train.csv}}
+model_tests:
+  holdout: train
+  label: y
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("rollout: {thresholds: {decision_threshold: 1.5}}", "rollout.thresholds.decision_threshold"),
+        ("rollout: {thresholds: {decision_threshold: -0.1}}", "rollout.thresholds.decision_threshold"),
+        ("rollout: {thresholds: {max_score_diff: 2}}", "rollout.thresholds.max_score_diff"),
+        ("rollout: {interval_s: .nan}", "rollout.interval_s"),
+        ("rollout: {bake_s: .inf}", "rollout.bake_s"),
+        ("rollout: {deadline_s: .inf}", "rollout.deadline_s"),
+        ("rollout: {metrics: {timeout_s: .nan}}", "rollout.metrics.timeout_s"),
+        ("traffic: {nginx: {ready_timeout_s: .nan}}", "traffic.nginx.ready_timeout_s"),
+        ("registry: {promotion: {margin: 2}}", "registry.promotion.margin"),
+        ("registry: {promotion: {guards: {pr_auc: -0.01}}}", "registry.promotion.guards.pr_auc"),
+        ("compress: {budgets: {max_size_mb: .inf}}", "compress.budgets.max_size_mb"),
+        ("compress: {budgets: {max_metric_drop: {roc_auc: .nan}}}", "compress.budgets.max_metric_drop.roc_auc"),
+        ("train: {command: x, seed: -1}", "train.seed"),
+        ("train: {command: x, repro_tolerance: .inf}", "train.repro_tolerance"),
+    ],
+)
+def test_a_number_outside_its_domain_is_refused_at_load(tmp_path: Path, extra: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"invalid key {key}:")) as refused:
+        load_config(write(tmp_path, DOMAIN_BASE + extra + "\n"))
+    assert refused.value.hint and "mlgate schema" in refused.value.hint
+
+
+@pytest.mark.parametrize(
+    ("model_tests", "key"),
+    [
+        ("  threshold: 1.2\n", "model_tests.threshold"),
+        ("  seed: 4294967296\n", "model_tests.seed"),
+        ("  baseline: {model: m, max_regression: {roc_auc: .nan}}\n", "model_tests.baseline.max_regression.roc_auc"),
+        ("  performance: {latency: [{batch: 1, p95_ms: .inf}]}\n", "model_tests.performance.latency[0].p95_ms"),
+    ],
+)
+def test_a_model_test_number_outside_its_domain_is_refused(tmp_path: Path, model_tests: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"invalid key {key}")):
+        load_config(write(tmp_path, DOMAIN_BASE + model_tests))
+
+
+def test_nan_stays_a_value_a_behavioral_test_may_write_into_the_rows(tmp_path: Path) -> None:
+    # A perturbation to missing or infinite values is a test of the model, not a bad setting.
+    text = DOMAIN_BASE + (
+        "  behavioral:\n"
+        "    minimum_functionality: [{name: missing, set: {x: .nan}, expect: 0}]\n"
+        "    invariance: [{name: inf, column: x, perturb: {replace: {0: .inf}}}]\n"
+    )
+    behavioral = load_config(write(tmp_path, text)).model.model_tests
+    assert behavioral is not None
+    assert math.isnan(float(behavioral.behavioral.minimum_functionality[0].set["x"]))
+
+
+def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    if model in seen:
+        return seen
+    seen.add(model)
+    for info in model.model_fields.values():
+        for arg in [info.annotation, *typing.get_args(info.annotation)]:
+            for inner in [arg, *typing.get_args(arg)]:
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    _models(inner, seen)
+    return seen
+
+
+def test_every_section_of_mlgate_yaml_refuses_nan_and_infinity() -> None:
+    sections = _models(MlgateConfig, set())
+    assert len(sections) > 30  # every nested section was found
+    assert [model.__name__ for model in sections if model.model_config.get("allow_inf_nan") is not False] == []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlgate.errors import InputError
+from mlgate.mlflowio import loader_failure
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -104,6 +105,7 @@ def load_candidate(uri: str, download_dir: Path) -> Candidate:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
+    local: Path | None = None  # where the download put it, once it has
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(download_dir)))
         pyfunc = mlflow.pyfunc.load_model(str(local))
@@ -112,6 +114,8 @@ def load_candidate(uri: str, download_dir: Path) -> Candidate:
             f"cannot load the candidate {uri}: {str(exc).splitlines()[0][:300]}",
             hint="pass the model-uri output of the train step (models:/<model_id>) and the same tracking URI",
         ) from None
+    except ImportError as exc:  # the loader module MLmodel names, or a library it needs
+        raise loader_failure(exc, local, uri) from None
     code_dir = local / "code"
     code_paths = sorted(code_dir.iterdir()) if code_dir.is_dir() else []
     flavors = pyfunc.metadata.flavors

@@ -25,7 +25,7 @@ from mlgate.config import (
     ThresholdFromModel,
 )
 from mlgate.errors import ConfigError, InputError, ToolError
-from mlgate.mlflowio import scrub, store_error
+from mlgate.mlflowio import loader_failure, scrub, store_error
 from mlgate.modeltest import metrics as m
 from mlgate.modeltest.settings import config_error, settings_of
 from mlgate.sources import load_source
@@ -306,6 +306,8 @@ def load_model(
             f"cannot load model {uri}: {scrub(str(exc), tracking_uri).splitlines()[0][:300]}",
             hint="pass the model-uri output of the train step (models:/<model_id>) and the same tracking URI",
         ) from None
+    except ImportError as exc:  # the loader module MLmodel names, or a library it needs
+        raise loader_failure(exc, None, uri) from None
     return ScoredModel(uri, pyfunc, _threshold(pyfunc, settings.threshold), settings.score, loaded, version)
 
 

@@ -23,13 +23,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
 
 from mlgate.errors import InputError, MlgateError
 from mlgate.metrics import MetricsError, MetricsProvider, ServerRef, WindowMetrics
 from mlgate.rollout.analysis import PAIRED_METRICS, TESTS_PER_ANALYSIS, Thresholds, alpha_per_test, analyse
 from mlgate.rollout.pairs import PairReader, PairSample
-from mlgate.statefile import alive, locked, read_state, write_state
+from mlgate.statefile import alive, checked_state, locked, read_state, write_state
 from mlgate.traffic import Split, TrafficBackend
 
 RUNNING = "running"
@@ -104,6 +106,74 @@ class Plan:
         }
 
 
+class _Read(BaseModel):
+    # What mlgate wrote, read back as strictly as mlgate.yaml: no "12" for a number, no number for a string.
+    # Keys of its own that a reader does not use pass (a newer mlgate's, a record's extras).
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Server(_Read):
+    model: str | None = None
+    version: str | None = None
+    url: str | None = None
+
+
+class _StepNow(_Read):
+    index: int | None = None
+    name: str | None = None
+    canary: int | None = None
+
+
+class _Window(_Read):
+    requests: float | None = None
+    error_rate: float | None = None
+    p99_s: float | None = None
+
+
+class _Analysis(_Read):
+    at: float | None = None
+    canary: _Window | None = None
+    stable: _Window | None = None
+
+
+class _Step(_Read):
+    name: str
+    canary: int | None = None
+    verdict: str | None = None
+    reason: str | None = None
+    analyses: list[_Analysis] = []
+
+
+class _PlanStep(_Read):
+    name: str
+
+
+class _Plan(_Read):
+    steps: list[_PlanStep] = []
+    false_alarm_budget: float | None = None
+    alpha_per_test: float | None = None
+
+
+class RolloutRecord(_Read):
+    """The state file's shape (the controller's record): which rollout, whose controller, where it stands."""
+
+    id: str
+    phase: Literal["running", "promoted", "rolled-back", "aborted"]
+    pid: int
+    host: str
+    model: str | None = None
+    canary: _Server
+    stable: _Server | None = None
+    plan: _Plan | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    steps: list[_Step] = []
+    step: _StepNow | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    audit_run_id: str | None = None
+
+
 class RolloutState:
     """The state file of the rollouts of one project (`rollout.state_dir`/state.json) and their lock."""
 
@@ -111,8 +181,18 @@ class RolloutState:
         self.folder = folder
         self.path = folder / "state.json"
 
+    @property
+    def fix(self) -> str:
+        # `mlgate rollout abort` reads this file too: the way back to stable that needs nothing of it.
+        return (
+            "the file was edited or is not mlgate's, and no mlgate rollout command can trust it: if a rollout may "
+            "still be running, put every request on the stable model (`mlgate traffic set --canary 0`), then "
+            f"delete {self.path} and start the rollout again"
+        )
+
     def read(self) -> dict[str, Any] | None:
-        return read_state(self.path)
+        data = read_state(self.path, fix=self.fix)
+        return None if data is None else checked_state(self.path, data, RolloutRecord, self.fix)
 
     def write(self, data: dict[str, Any]) -> None:
         write_state(self.path, data)

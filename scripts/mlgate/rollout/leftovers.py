@@ -16,8 +16,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from mlgate.errors import InputError
 from mlgate.procio import stop_group
-from mlgate.statefile import alive, read_state, started_at, write_state
+from mlgate.statefile import alive, checked_state, read_state, started_at, write_state
 
 NOTE = "started.json"
 LOAD_LOG = "load.log"
@@ -35,13 +38,55 @@ def load_output(log: Path) -> str:
     return f"mlgate rollout: the load generator's output{cut}:\n{shown}"
 
 
+class _Read(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # as the rollout's state file is read (controller)
+
+
+class _Load(_Read):
+    pid: int
+    started_at: int | None = None
+    log: str | None = None
+
+
+class _Stack(_Read):
+    prefix: str
+
+
+class Note(_Read):
+    """The note's shape: the controller that wrote it, and what it started."""
+
+    pid: int
+    host: str
+    load: _Load | None = None
+    stack: _Stack | None = None
+
+
 def _path(folder: Path) -> Path:
     return folder / NOTE
 
 
+def _read(folder: Path) -> dict[str, Any] | None:
+    path = _path(folder)
+    fix = (
+        "the file was edited or is not mlgate's: stop what the rollout started by hand (the load generator; "
+        f"`mlgate traffic down` for a --serve stack), then delete {path}"
+    )
+    found = read_state(path, fix=fix)
+    return None if found is None else checked_state(path, found, Note, fix)
+
+
+def _ours(folder: Path) -> dict[str, Any] | None:
+    """The note as the controller reads it while it runs: one that is not mlgate's is none of its own (it is
+    replaced, never a reason to leave what was just started unnoted or unstopped); `abort` reports it."""
+    try:
+        return _read(folder)
+    except InputError:
+        return None
+
+
 def note(folder: Path, key: str, value: dict[str, Any]) -> None:
     """Add what was just started (`stack` or `load`) to the note of this controller."""
-    found = read_state(_path(folder)) or {}
+    found = _ours(folder) or {}
     if found.get("pid") != os.getpid():
         found = {}  # a note of an earlier controller whose leftovers were stopped: start a new one
     found.update({"pid": os.getpid(), "host": socket.gethostname(), key: value})
@@ -50,7 +95,7 @@ def note(folder: Path, key: str, value: dict[str, Any]) -> None:
 
 def forget(folder: Path, key: str) -> None:
     """The controller stopped it itself."""
-    found = read_state(_path(folder))
+    found = _ours(folder)
     if found is None or found.get("pid") != os.getpid():
         return
     found.pop(key, None)
@@ -62,7 +107,7 @@ def forget(folder: Path, key: str) -> None:
 
 def stop_leftovers(folder: Path) -> list[str]:
     """Stop the load and the stack a dead controller left running; what was done (nothing while it lives)."""
-    found = read_state(_path(folder))
+    found = _read(folder)
     if found is None:
         return []
     if found.get("host") != socket.gethostname() or alive(int(found.get("pid") or 0)):

@@ -26,7 +26,8 @@ def timeline(record: dict[str, Any]) -> list[tuple[float, int, float | None]]:
     for step in record.get("steps", []):
         for analysis in step.get("analyses", []):
             if "canary" in analysis:
-                points.append((float(analysis["at"]) - started, int(step["canary"]), analysis["canary"]["error_rate"]))
+                at, weight = float(analysis.get("at") or started), int(step.get("canary") or 0)
+                points.append((at - started, weight, (analysis["canary"] or {}).get("error_rate")))
     return points
 
 
@@ -53,31 +54,34 @@ def mermaid(record: dict[str, Any]) -> str:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    canary, stable = record.get("canary") or {}, record.get("stable") or {}
+    canary, stable = record.get("canary") or {}, record.get("stable") or {}  # as RolloutRecord reads them
     outcome = record.get("outcome") or record.get("phase")
+    plan = record.get("plan") or {}
     lines = [
         f"### mlgate rollout: {outcome} · {canary.get('model')} v{canary.get('version')} "
         f"against v{stable.get('version')}",
         "",
         f"- {record.get('reason') or 'running'}",
-        f"- false-alarm budget {record['plan']['false_alarm_budget']}, "
-        f"{record['plan']['alpha_per_test']:.2g} per test and look (Bonferroni)",
-        f"- {ERRORS_COUNTED}",
-        "",
     ]
+    if plan.get("false_alarm_budget") is not None and plan.get("alpha_per_test") is not None:
+        lines.append(
+            f"- false-alarm budget {plan['false_alarm_budget']}, "
+            f"{plan['alpha_per_test']:.2g} per test and look (Bonferroni)"
+        )
+    lines += [f"- {ERRORS_COUNTED}", ""]
     rows = []
     for step in record.get("steps", []):
         analyses = [analysis for analysis in step.get("analyses", []) if "canary" in analysis]
         last = analyses[-1] if analyses else {}
+        ours, theirs = last.get("canary") or {}, last.get("stable") or {}
         rows.append(
             [
                 step["name"],
                 str(step.get("verdict") or "running"),
                 str(len(step.get("analyses", []))),
-                f"{last.get('canary', {}).get('requests', 0):.0f} / {last.get('stable', {}).get('requests', 0):.0f}",
-                f"{_percent(last.get('canary', {}).get('error_rate'))} / "
-                f"{_percent(last.get('stable', {}).get('error_rate'))}",
-                f"{_ms(last.get('canary', {}).get('p99_s'))} / {_ms(last.get('stable', {}).get('p99_s'))}",
+                f"{ours.get('requests') or 0:.0f} / {theirs.get('requests') or 0:.0f}",
+                f"{_percent(ours.get('error_rate'))} / {_percent(theirs.get('error_rate'))}",
+                f"{_ms(ours.get('p99_s'))} / {_ms(theirs.get('p99_s'))}",
                 str(step.get("reason") or ""),
             ]
         )
@@ -94,13 +98,13 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def status_text(record: dict[str, Any], split: str) -> str:
-    step = record.get("step") or {}
+    step, plan = record.get("step") or {}, record.get("plan") or {}
+    canary, stable = record.get("canary") or {}, record.get("stable") or {}
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(record.get("started_at") or 0)))
     lines = [
         f"rollout {record.get('id')}: {record.get('phase')} since {since}",
-        f"  canary {record['canary']['model']} v{record['canary']['version']} "
-        f"against stable v{record['stable']['version']}",
-        f"  step {step.get('name', '-')} of {', '.join(s['name'] for s in record['plan']['steps'])}",
+        f"  canary {canary.get('model')} v{canary.get('version')} against stable v{stable.get('version')}",
+        f"  step {step.get('name', '-')} of {', '.join(s['name'] for s in plan.get('steps', [])) or '?'}",
         f"  traffic: {split}",
     ]
     if record.get("reason"):
