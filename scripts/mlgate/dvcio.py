@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,6 +20,35 @@ from mlgate.procio import stop_group
 
 # Set by the shell when `dvc remote add` fails, so that its error is told apart from the pull's.
 _REMOTE_FAILED = "remote-add-failed"
+
+SITE_CACHE_ENV = "DVC_SITE_CACHE_DIR"
+_SITE_CACHE_KEY = re.compile(r"^\s*site_cache_dir\s*=", re.MULTILINE)
+
+
+def site_cache_env(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env`, for a dvc that mlgate starts in the project at `root`, with DVC's site cache kept inside the project.
+
+    DVC keeps a site cache (its file-hash state and index, per repository) in /var/tmp/dvc on Linux: outside the
+    project, shared by every user and left behind. mlgate points DVC_SITE_CACHE_DIR at the repository's own
+    .dvc/tmp/site_cache (ignored by the .gitignore `dvc init` writes), or, outside a DVC repository, at a folder in
+    the runner's temp folder. A DVC_SITE_CACHE_DIR the user set, or a core.site_cache_dir in the project's DVC
+    config, wins."""
+    if os.environ.get(SITE_CACHE_ENV):
+        env[SITE_CACHE_ENV] = os.environ[SITE_CACHE_ENV]
+        return env
+    repository = next((folder for folder in (root, *root.parents) if (folder / ".dvc").is_dir()), None)
+    if repository is not None:
+        for name in ("config", "config.local"):
+            config = repository / ".dvc" / name
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if config.is_file() and _SITE_CACHE_KEY.search(config.read_text(encoding="utf-8")):
+                    return env
+        env[SITE_CACHE_ENV] = str(repository / ".dvc" / "tmp" / "site_cache")
+    else:
+        temp = os.environ.get("RUNNER_TEMP", "")
+        base = Path(temp if os.path.isdir(temp) else tempfile.gettempdir())
+        env[SITE_CACHE_ENV] = str(base / "mlgate-dvc-site-cache")
+    return env
 
 
 class Pull:
@@ -48,7 +78,7 @@ class Pull:
                 f'{dvc} remote add --local --force --default mlgate-ci "$MLGATE_DVC_REMOTE" >/dev/null'
                 f" || {{ : > {shlex.quote(str(self._folder / _REMOTE_FAILED))}; exit 1; }}; {script}"
             )
-        env = {**os.environ, "MLGATE_DVC_REMOTE": remote_url or ""}
+        env = site_cache_env(config.root.resolve(), {**os.environ, "MLGATE_DVC_REMOTE": remote_url or ""})
         self._output = open(self._folder / "output", "w+b")  # closed by wait() or cancel()
         try:
             self._process: subprocess.Popen[bytes] | None = subprocess.Popen(

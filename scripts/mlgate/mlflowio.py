@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -126,6 +127,45 @@ def _open_failure(exc: Exception, uri: str) -> Exception:
     )
 
 
+def _loader_module(model_dir: Path | None, uri: str) -> str | None:
+    """`flavors.python_function.loader_module` of the model's MLmodel file (in `model_dir`, else read from `uri`),
+    None where it names none or cannot be read."""
+    try:
+        if model_dir is not None:
+            import yaml
+
+            data = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+        else:
+            from mlflow.models import Model
+
+            data = {"flavors": Model.load(uri).flavors}
+        loader = data["flavors"]["python_function"]["loader_module"]
+    except Exception:  # the explanation of a failure already raised: without the file, a plainer one
+        return None
+    return loader if isinstance(loader, str) else None
+
+
+def loader_failure(exc: ImportError, model_dir: Path | None, uri: str) -> MlgateError:
+    """What an ImportError from `mlflow.pyfunc.load_model` of the model at `uri` (downloaded into `model_dir`)
+    means: the loader module its MLmodel names does not exist (bad input: the model was logged wrong or edited),
+    or the loader needs a library the environment running the model lacks (a tool not installed)."""
+    loader = _loader_module(model_dir, uri)
+    missing = exc.name or ""
+    if loader and missing and (loader == missing or loader.startswith(missing + ".")):
+        return InputError(
+            f"{uri}: its MLmodel file names flavors.python_function.loader_module {loader!r}, a module that "
+            f"does not exist (no module named {missing!r})",
+            hint="log the model again with a flavor's log_model (e.g. mlflow.sklearn.log_model, or "
+            "mlflow.pyfunc.log_model with a python_model), which writes the loader_module MLflow provides; "
+            "a loader of the project's own goes in the model's code_paths",
+        )
+    return ToolError(
+        f"{uri}: loading the model needs the Python module {missing or str(exc)!r}, which is not installed "
+        "where the model runs",
+        hint="add the library the model was logged with to environment.install (the project venv runs the model)",
+    )
+
+
 def open_client(uri: str) -> MlflowClient:
     """A client of the tracking store and model registry at `uri`, or the expected failure that says why not.
 
@@ -174,11 +214,15 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
 # import, unless MLFLOW_DISABLE_TELEMETRY (or DO_NOT_TRACK) is true or it detects CI. A gate runs on
 # laptops too (`mlgate ci`, a gate run by hand), where it must not report home nor write outside the
 # project: mlgate turns it off for itself and for the processes it starts. A value the user set wins.
-TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+# onnxruntime (the compress gate's variants, a served ONNX model) does the same through its 1DS telemetry: its
+# first session writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} (under
+# XDG_CACHE_HOME when set) and sends trace events, unless ORT_DISABLE_TELEMETRY=1 when it initialises.
+TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "ORT_DISABLE_TELEMETRY": "1"}
 
 
 def no_telemetry(env: MutableMapping[str, str] | None = None) -> None:
-    """Turn MLflow's telemetry off in `env` (default: this process's environment, before MLflow is imported)."""
+    """Turn MLflow's and onnxruntime's telemetry off in `env` (default: this process's environment, before either is
+    imported)."""
     target = os.environ if env is None else env
     for key, value in TELEMETRY_ENV.items():
         target.setdefault(key, os.environ.get(key, value))

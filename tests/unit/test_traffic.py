@@ -200,6 +200,25 @@ def test_traffic_up_without_nginx_exits_4_before_starting_anything(tmp_path: Pat
     assert not (tmp_path / ".mlgate" / "traffic" / "state.json").exists()
 
 
+def test_traffic_up_without_nginx_installs_nothing_first(tmp_path: Path) -> None:
+    """A project with environment.install: the serving venv is not built (nor its libraries installed) for a stack
+    whose nginx is missing."""
+    config = project(tmp_path, "  nginx: {listen_port: 8181}\n")
+    config.write_text(config.read_text() + "environment: {install: [mlgate-no-such-package-3c1]}\n")
+    venvs = tmp_path / "venvs"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "MLGATE_VENV_ROOT": str(venvs)}
+    done = subprocess.run(
+        [str(MLGATE), "traffic", "up", "--config", str(config), "--stable", "models:/m@champion",
+         "--canary", "models:/m@challenger"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "nginx is not installed: 'nginx' is not on PATH" in done.stdout + done.stderr
+    assert "traffic.nginx.binary" in done.stderr and "apt-get install -y nginx" in done.stderr
+    assert "installing the project environment" not in done.stdout + done.stderr
+    assert not venvs.exists(), sorted(p.name for p in venvs.iterdir())
+
+
 def test_set_and_status_without_a_stack_up_say_how_to_start_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -129,7 +129,7 @@ def render_status(found: StackStatus) -> str:
 def _up(args: argparse.Namespace, config: TrafficConfig, root: Path, loaded: LoadedConfig | None) -> int:
     from mlgate.extras import require
     from mlgate.traffic import Split
-    from mlgate.traffic.nginx import Layout, Proxy, prefix_folder
+    from mlgate.traffic.nginx import Layout, Proxy, find_nginx, prefix_folder
     from mlgate.traffic.stack import up
 
     if config.backend != "nginx":
@@ -143,8 +143,10 @@ def _up(args: argparse.Namespace, config: TrafficConfig, root: Path, loaded: Loa
             f"`mlgate traffic up` needs {' and '.join(missing)}",
             hint="pass --stable models:/NAME@champion --canary models:/NAME@challenger",
         )
-    require("fastapi", "uvicorn", "prometheus_client", "mlflow")  # what the two `mlgate serve` need (serve extra)
     settings = config.nginx
+    # Before anything is installed or built: no project venv, no serving libraries, for a stack that cannot start.
+    find_nginx(settings.binary)
+    require("fastapi", "uvicorn", "prometheus_client", "mlflow")  # what the two `mlgate serve` need (serve extra)
     port = args.port if args.port is not None else settings.listen_port
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port", hint="pass a port between 1 and 65535")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from mlgate.errors import MlgateError
 from mlgate.serve.batching import DEFAULT_MAX_ROWS, Batcher
 from mlgate.serve.metrics import Metrics
-from mlgate.serve.model import ServedModel, load, warm_up_input
+from mlgate.serve.model import ServedModel, download_folder, load, warm_up_input
 from mlgate.serve.payload import (
     DEFAULT_MAX_BODY_BYTES,
     ModelError,
@@ -85,6 +86,14 @@ class State:
         self.warm_up = ""
         self.done = threading.Event()
         self.recent = RecentPredictions()
+        # The folder the model was downloaded into (mlgate's own), removed when the server stops or the load fails.
+        self.download: str | None = None
+        self.stopped = False
+
+    def remove_download(self) -> None:
+        folder, self.download = self.download, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def label(self) -> tuple[str, str]:
         if self.model is not None:
@@ -109,7 +118,8 @@ def load_and_warm(state: State, batch_rows: Callable[[str, str, int], None]) -> 
             bound_requests()  # a server that is down fails the load in seconds, not MLflow's minutes of retries
             mlflow.set_tracking_uri(settings.tracking_uri)
             mlflow.set_registry_uri(settings.tracking_uri)
-        model = load(settings.model_uri, settings.name)
+        state.download = download_folder(settings.model_uri)
+        model = load(settings.model_uri, settings.name, state.download)
         example = warm_up_input(model)
         if example is not None:
             try:
@@ -138,6 +148,9 @@ def load_and_warm(state: State, batch_rows: Callable[[str, str, int], None]) -> 
         state.reason = f"{type(exc).__name__}: {str(exc)[:300]}"
         log("not_ready", uri=settings.model_uri, reason=state.reason)
     finally:
+        # No model, no use for its files; and a load that outlived the server's shutdown cleans up after itself.
+        if state.model is None or state.stopped:
+            state.remove_download()
         state.done.set()
 
 
@@ -182,7 +195,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             target=load_and_warm, args=(state, meter.observe_batch), name="mlgate-serve-load", daemon=True
         )
         loading.start()
-        yield
+        try:
+            yield
+        finally:
+            state.stopped = True
+            state.remove_download()
 
     app = FastAPI(title="mlgate serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state

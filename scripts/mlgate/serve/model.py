@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +86,28 @@ def signature_columns(pyfunc: PyFuncModel) -> tuple[list[str], list[str]]:
     return [str(spec.name) for spec in inputs], [str(spec.name) for spec in inputs if getattr(spec, "required", True)]
 
 
-def load(uri: str, name: str | None = None) -> ServedModel:
-    """The pyfunc at `uri` (through the tracking URI set in the process), or an InputError that says why not."""
+def download_folder(uri: str) -> str | None:
+    """A new, empty folder of mlgate's own for MLflow to download the model at `uri` into, or None for a local path
+    (read where it is).
+
+    Left to itself MLflow downloads into a `tempfile.mkdtemp()` it never removes: each server start would leave a
+    copy of the model behind. The folder is made in the runner's temp folder (RUNNER_TEMP, emptied after each job)
+    when there is one, else in the system's (TMPDIR); the server removes it when it stops or fails to load."""
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme in ("", "file"):
+        return None
+    runner_temp = os.environ.get("RUNNER_TEMP", "")
+    return tempfile.mkdtemp(prefix="mlgate-serve-model-", dir=runner_temp if os.path.isdir(runner_temp) else None)
+
+
+def load(uri: str, name: str | None = None, dst_path: str | None = None) -> ServedModel:
+    """The pyfunc at `uri` (through the tracking URI set in the process), downloaded into `dst_path` when given, or
+    an InputError that says why not."""
     import mlflow
     import mlflow.pyfunc
 
     try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        pyfunc = mlflow.pyfunc.load_model(uri, dst_path=dst_path)
         identity = identify(uri, pyfunc, name)
     except Exception as exc:  # any failure to resolve or load is one reason the server is not ready
         shown = mlflow.get_tracking_uri()

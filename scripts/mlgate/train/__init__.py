@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlgate.config import LoadedConfig, TrainConfig
-from mlgate.dvcio import pulling
+from mlgate.dvcio import pulling, site_cache_env
 from mlgate.errors import ConfigError, GateFailed, ToolError
 from mlgate.mlflowio import SQL_SCHEMES, MlflowHandle, child_env, connect, redact
 from mlgate.procio import stream
@@ -458,6 +458,7 @@ def _launch(
     if launch is not None:
         started = distributed.command(loaded, command, launch, rank_logs)
         env.update(distributed.environment(launch, devices_file))
+    site_cache_env(loaded.root.resolve(), env)  # `dvc repro` of train.stage, or the training's own dvc
     code, tail, seconds = _start(started, loaded, env, log_path)
     tail = [tracking.scrub(line, tracking_uri) for line in tail]
     failure = distributed.failed_rank(tail, rank_logs) if launch is not None and code != 0 else None
