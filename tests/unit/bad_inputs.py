@@ -1,14 +1,20 @@
 """The bad-input suites' harness (test_bad_inputs.py, the pull-request half, and test_bad_inputs_release.py,
 the release half): how a case breaks a small base project, how it is run through the real `mlgate` in a
 subprocess (a home, a temp folder and a runner of its own), and what every case is held to: its exit code,
-exactly one error naming the problem, a `hint:` line, no traceback, no planted secret in the output and no
-file written outside the project."""
+exactly one error naming the problem, a `hint:` line, no traceback, no planted secret in the output, no
+file written outside the project, no process left running (each case leads a session of its own, searched
+after it exits), and the registry's aliases and every state file (the traffic split, a rollout's state) as
+they were."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -271,10 +277,48 @@ class Outcome:
     seconds: float
     written_outside: list[str]
     runner_files: str  # the step summary and outputs file, for the leak check
+    processes_left: list[str]  # the command lines of processes the case's mlgate left running (killed since)
+    held: tuple[dict[str, object], dict[str, object]]  # held_state before and after the case
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def held_state(root: Path) -> dict[str, object]:
+    """What a refused command must leave as it was: the registry's aliases (the project's sqlite store) and
+    every state file under the project (the traffic split a backend recorded, a rollout's state)."""
+    aliases: list[tuple[str, str, int]] = []
+    store = root / "mlflow.db"
+    if store.is_file():
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            try:
+                aliases = sorted(db.execute("SELECT name, alias, version FROM registered_model_aliases"))
+            except sqlite3.OperationalError:
+                aliases = []  # a store without the registry's tables: no aliases
+    states = {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("state.json"))
+        if path.is_file()
+    }
+    return {"aliases": aliases, "state files": states}
+
+
+def session_members(session: int) -> list[tuple[int, str]]:
+    """The processes of `session` still running (a case's mlgate leads a session of its own): pid, command."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            found.append((int(entry.name), cmdline))
+    return found
 
 
 def tree(folder: Path) -> dict[str, int]:
@@ -321,22 +365,42 @@ def run_case(case: Case, case_dir: Path) -> Outcome:
     case.make(root)
     argv = [arg.replace("{root}", str(root)) for arg in case.argv]
     before = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
+    held_before = held_state(root)
     started = time.perf_counter()
-    done = subprocess.run(
+    child = subprocess.Popen(
         [str(MLGATE), *argv],
         cwd=root,
         env=case_env(case, case_dir),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-        timeout=TIMEOUT_S,
-        check=False,
+        start_new_session=True,  # whatever it starts stays in its session, found and killed below
     )
+    try:
+        stdout, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        left = session_members(child.pid)
+        for pid, _ in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
     seconds = time.perf_counter() - started
     after = {k: v for k, v in tree(case_dir).items() if not k.startswith(("proj", "runner"))}
     written = sorted(k for k in after if before.get(k) != after[k])
     runner_files = "".join(p.read_text(errors="replace") for p in (case_dir / "runner").iterdir())
-    return Outcome(done.returncode, done.stdout, done.stderr, seconds, written, runner_files)
+    return Outcome(
+        child.returncode,
+        stdout,
+        stderr,
+        seconds,
+        written,
+        runner_files,
+        processes_left=[command for _, command in left],
+        held=(held_before, held_state(root)),
+    )
 
 
 def git_status() -> str:
@@ -396,6 +460,9 @@ def check(case: Case, outcome: Outcome) -> None:
     assert "Traceback" not in outcome.output, shown
     assert not leaked(outcome), shown
     assert outcome.written_outside == [], shown
+    assert outcome.processes_left == [], shown
+    before, after = outcome.held
+    assert after == before, f"the aliases or a state file changed: {before} -> {after}\n{shown}"
     assert outcome.code == case.code, shown
     blocks = error_blocks(outcome)
     assert len(blocks) == 1, shown
