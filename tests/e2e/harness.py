@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -180,3 +181,27 @@ class Workbench:
             timeout_s=1500,
         )
         return run_local_ci(request)
+
+
+# What `mlgate train` prints of the model it logged, as a user copies it into the next command.
+MODEL_URI = re.compile(r"model-uri[=: ]+(models:/m-\w+)")
+
+
+def by_hand_env(workbench: Workbench, project: Project) -> dict[str, str]:
+    """The environment of gates run by hand in `project` (not under act): its venvs in the workbench's tool cache,
+    which the act runs build and reuse, the DVC remote its setup script fills, no tracking URI or token."""
+    env = dict(project.env)
+    env["MLGATE_VENV_ROOT"] = str(workbench.venv_root)
+    if project.remote is not None:
+        env["DVC_REMOTE_URL"] = str(project.remote)  # setup-dvc-remote.sh's remote, without its argument
+    for name in ("MLFLOW_TRACKING_URI", "GITHUB_TOKEN"):
+        env.pop(name, None)
+    return env
+
+
+def by_hand(project: Project, command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One shell-quoted command line run in the project, `mlgate` being this checkout's."""
+    argv = shlex.split(command)
+    if argv[0] == "mlgate":
+        argv[0] = str(BIN / "mlgate")
+    return subprocess.run(argv, cwd=project.path, env=env, capture_output=True, text=True, check=False, timeout=900)

@@ -4,19 +4,23 @@ the same PR workflow under act, against the real MLflow server and the GitHub AP
 One pull request is pushed twice: first a good change (every gate passes; the first model of the
 project is promotable and becomes `@champion`), then a "simpler model" that ignores two features
 (the train job passes, test-model fails against the champion). A second pull request brings a
-drifted batch of data and stops at validate-data, before any training.
+drifted batch of data and stops at validate-data, before any training. Then every gate by hand under a
+config that is not named mlgate.yaml, as a repository with two models side by side runs them; it shares the
+module's workbench, so the project venv the act runs built is reused.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 
 import pandas as pd
+import pytest
 import yaml
 from mlflow import MlflowClient
 
 from tests.e2e.github_api import GitHubApiStandin
-from tests.e2e.harness import ActResult, Project, Workbench
+from tests.e2e.harness import MODEL_URI, ActResult, Project, Workbench, by_hand, by_hand_env
 from tests.e2e.mlflow_server import MlflowServer
 
 TEMPLATE = "example-sklearn"
@@ -110,3 +114,53 @@ def test_drifted_batch_in_git_fails_at_validate_data(workbench: Workbench) -> No
     assert not _job(result, "validate-data", "succeeded")
     assert not _job(result, "train", "succeeded")
     assert "mlgate train: run" not in result.output  # no model was trained on drifted data
+
+
+# Every gate that reads the project's config, as a repository with two configs side by side runs it.
+OTHER_CONFIG = "mlgate-churn.yaml"
+
+
+def test_every_gate_runs_on_a_config_not_named_mlgate_yaml(workbench: Workbench) -> None:
+    project = workbench.new_project("other-config", template="example-sklearn")
+    (project.path / "mlgate.yaml").rename(project.path / OTHER_CONFIG)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "the churn model's config under its own name")
+    env = by_hand_env(workbench, project)
+    tracking = "--tracking-uri sqlite:///mlflow.db"
+    config = f"--config {OTHER_CONFIG}"
+
+    def gate(command: str, expected: int = 0) -> str:
+        done = by_hand(project, f"mlgate {command}", env)
+        output = done.stdout + done.stderr
+        assert done.returncode == expected, f"mlgate {command} exited {done.returncode}:\n{output[-5000:]}"
+        assert "Traceback" not in output, output[-5000:]
+        return output
+
+    # Without --config nothing is found, and the message says where it looked.
+    assert "mlgate.yaml" in gate("check", expected=2)
+    gate(f"check {config}")
+    gate(f"env ensure {config}")
+    gate(f"lint {config}")
+    gate(f"validate-data {config}")
+    found = MODEL_URI.findall(gate(f"train {config} {tracking}"))
+    assert found, "train printed no model-uri"
+    model = found[-1]
+    tested = gate(f"test-model {config} --model {model} {tracking}")
+    assert "passed" in tested
+    compressed = gate(f"compress {config} --model {model} {tracking}")
+    selected = re.search(r"selected \S+ (models:/m-\w+)", compressed)
+    assert selected, compressed[-3000:]
+    gate(f"registry register {config} --model-uri {selected[1]} {tracking}")
+    gate(f"registry promote {config} {tracking}")
+    history = gate(f"registry history {config} {tracking}")
+    assert "promote" in history
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (make test installs it): the traffic gate is not run")
+    models = f"--stable models:/{MODEL}@champion --canary models:/{MODEL}@champion"
+    gate(f"traffic up {config} {models} {tracking}")
+    try:
+        status = gate(f"traffic status {config}")
+        assert "stable" in status and "ready" in status, status[-3000:]
+    finally:
+        gate(f"traffic down {config}")
+    assert "no rollout" in gate(f"rollout status {config}")
