@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from mlflow.models import infer_signature
 from mlgate import mlflowio
 from mlgate.config import load_config
 from mlgate.dvcio import SITE_CACHE_ENV, dvc_pull
+from mlgate.procio import stop_group
 from mlgate.serve.app import Settings, create_app
 from mlgate.statefile import free_port
 from modeltest_models import Logistic
@@ -173,12 +173,7 @@ def test_serving_an_onnx_model_writes_nothing_into_home_or_the_temp_folder(tmp_p
             assert answer.status == 200
         assert any(name.startswith("mlgate-serve-model-") for name in os.listdir(temp)), files_under(temp)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server, grace_s=30)  # SIGTERM, then SIGKILL to the group after 30 s
     text = (tmp_path / "serve.log").read_text()
     assert "Application shutdown complete" in text, text
     assert files_under(home) == [], text

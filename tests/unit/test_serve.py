@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from mlflow.models import infer_signature
 from mlflow.types import ColSpec, DataType, Schema
 from mlgate import cli
 from mlgate.config import ServeConfig
+from mlgate.procio import stop_group
 from mlgate.serve import DEFAULT_HOST
 from mlgate.serve.app import Settings, create_app, read_body
 from mlgate.serve.payload import DEFAULT_MAX_BODY_BYTES, PayloadError, check_values
@@ -571,12 +571,7 @@ def test_mlgate_serve_becomes_ready_and_answers_as_the_model_predicts(store: Sto
             predictions = json.loads(answer.read())["predictions"]
         assert [row["score"] for row in predictions] == pytest.approx(store.expected)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server, grace_s=30)  # SIGTERM, then SIGKILL to the group after 30 s
     # SIGTERM is uvicorn's graceful shutdown: the application shuts down, then uvicorn re-raises the signal.
     text = (tmp_path / "serve.log").read_text()
     assert server.returncode in (0, -signal.SIGTERM), text

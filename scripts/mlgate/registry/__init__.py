@@ -305,11 +305,20 @@ class Registry:
 
         self.call("clearing the intent", clear)
 
+    def _write_alias(self, alias: str, version: str | None) -> None:
+        """One write of an alias move: @alias to `version`, or deleted (None)."""
+        if version is None:
+            self.call(f"deleting @{alias}", partial(self.client.delete_registered_model_alias, self.name, alias))
+        else:
+            move = partial(self.client.set_registered_model_alias, self.name, alias, version)
+            self.call(f"moving @{alias} to version {version}", move)
+
     def move(self, moves: Moves, done: Decision, who: Who) -> dict[str, str]:
         """Set (version) or delete (None) each alias in order, under the lock, after recording the intended
         move (the operation `done` will record): a fault between two writes leaves the intent, which the next
-        operation finishes. Returns the aliases after."""
-        before = self.aliases()
+        operation finishes. Returns the aliases after. `done.aliases_before` are the aliases its operation read
+        under the same lock."""
+        before = done.aliases_before
         intent = Intent.of(self.lock_id, done.operation, done.version, done.decision, done.reason, who, before, moves)
         record = partial(self.client.set_registered_model_tag, self.name, INTENT_TAG, intent.to_tag())
         try:
@@ -326,14 +335,8 @@ class Registry:
         made = 0
         try:
             for alias, version in moves:
-                if version is None:
-                    if alias in before:
-                        self.call(
-                            f"deleting @{alias}", partial(self.client.delete_registered_model_alias, self.name, alias)
-                        )
-                else:
-                    move = partial(self.client.set_registered_model_alias, self.name, alias, version)
-                    self.call(f"moving @{alias} to version {version}", move)
+                if version is not None or alias in before:
+                    self._write_alias(alias, version)
                 made += 1
         except ToolError as exc:
             raise ToolError(f"{self.name}: {exc.message}; the {done.operation} stopped after {made} of "
@@ -360,14 +363,7 @@ class Registry:
                 for alias, version in found.moves:
                     if current.get(alias) == version:
                         continue
-                    if version is None:
-                        unset = partial(self.client.delete_registered_model_alias, self.name, alias)
-                        self.call(f"deleting @{alias}", unset)
-                    else:
-                        self.call(
-                            f"moving @{alias} to version {version}",
-                            partial(self.client.set_registered_model_alias, self.name, alias, version),
-                        )
+                    self._write_alias(alias, version)
                     moved.append(f"@{alias} {current.get(alias, '(none)')} -> {version or '(none)'}")
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(found.at))
                 decision = Decision(

@@ -118,11 +118,11 @@ def register(registry: Registry, model_uri: str, evidence: Evidence, who: Who) -
         version_tags["mlgate.model_tests.champion_version"] = str(evidence.model_tests.get("champion_version") or "")
     if evidence.compress is not None:
         version_tags["mlgate.compress.report"] = json.dumps(evidence.compress.get("report") or {}, sort_keys=True)
-    before = registry.aliases()
     with_model = registry.call("reading the registered model", registry.exists)
     if not with_model:
         registry.call("creating the registered model", lambda: registry.client.create_registered_model(registry.name))
     with registry.locked("register", who):
+        before = registry.aliases()  # under the lock: the move's intent is computed from them
         created = registry.call(
             "creating the version",
             lambda: registry.client.create_model_version(
@@ -261,29 +261,20 @@ def promote(loaded: LoadedConfig, registry: Registry, who: Who, version: str | N
                     f"{champion} is champion now: the evidence is stale"
                 ),
             )
-        if not ok:
-            # Refused: nothing moves; the reason is recorded, and the caller fails the step (mlgate registry).
-            decision = Decision(
-                operation="promote",
-                model=registry.name,
-                version=str(target),
-                decision="rejected",
-                reason=why,
-                aliases_before=before,
-                aliases_after=before,
-                evidence=evidence,
-            )
-            return registry.record(decision, who)
-        moves: list[tuple[str, str | None]] = [(PREVIOUS, champion)] if champion else []
         decision = Decision(
             operation="promote",
             model=registry.name,
             version=str(target),
-            decision="promoted",
+            decision="promoted" if ok else "rejected",
             reason=why,
             aliases_before=before,
+            aliases_after=before,
             evidence=evidence,
         )
+        if not ok:
+            # Refused: nothing moves; the reason is recorded, and the caller fails the step (mlgate registry).
+            return registry.record(decision, who)
+        moves: list[tuple[str, str | None]] = [(PREVIOUS, champion)] if champion else []
         # The intent, the moves and the audit record all under the lock: a fault between any two of them leaves
         # the intent, which the next operation finishes (Registry.recover).
         decision.aliases_after = registry.move([*moves, (registry.champion, str(target))], decision, who)
